@@ -1,0 +1,3 @@
+from layerdrop.cli import main
+
+raise SystemExit(main())

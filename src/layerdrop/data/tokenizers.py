@@ -1,0 +1,158 @@
+"""Three tokenizers, each built from the train split and saved with the checkpoint as JSON.
+
+- ``char``: one token per character (Tiny Shakespeare, nanoGPT style);
+- ``word``: pre-tokenized text split on whitespace, one ``<eos>`` per line (WikiText's convention,
+  as in the usual WikiText perplexity numbers), words unseen in training map to ``<unk>``;
+- ``bpe``: byte-level BPE trained with the ``tokenizers`` library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from layerdrop.errors import UserError
+
+TOKENIZER_KINDS = ("char", "word", "bpe")
+UNK, EOS = "<unk>", "<eos>"
+
+
+class CharTokenizer:
+    kind = "char"
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = vocab
+        self.index = {s: i for i, s in enumerate(vocab)}
+        self.unk_id = self.index[UNK]
+
+    @classmethod
+    def train(cls, text: str) -> CharTokenizer:
+        return cls([UNK] + sorted(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        get, unk = self.index.get, self.unk_id
+        return [get(ch, unk) for ch in text]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(self.vocab[i] if i != self.unk_id else "?" for i in ids)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "vocab": self.vocab}
+
+
+class WordTokenizer:
+    kind = "word"
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = vocab
+        self.index = {s: i for i, s in enumerate(vocab)}
+        self.unk_id, self.eos_id = self.index[UNK], self.index[EOS]
+
+    @classmethod
+    def train(cls, text: str) -> WordTokenizer:
+        counts = Counter(text.split())
+        counts.pop(UNK, None)
+        counts.pop(EOS, None)
+        words = sorted(counts, key=lambda w: (-counts[w], w))
+        return cls([UNK, EOS] + words)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def encode(self, text: str) -> list[int]:
+        get, unk = self.index.get, self.unk_id
+        ids: list[int] = []
+        for line in text.splitlines():
+            ids.extend(get(word, unk) for word in line.split())
+            ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(self.vocab[i] for i in ids).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "vocab": self.vocab}
+
+
+class BPETokenizer:
+    kind = "bpe"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            special_tokens=[UNK],
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        return cls(tokenizer)
+
+    def __len__(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for encoding in self.tokenizer.encode_batch(text.splitlines(keepends=True)):
+            ids.extend(encoding.ids)
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
+
+
+Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
+
+
+def build_tokenizer(kind: str, train_text: str, bpe_vocab_size: int = 8000) -> Tokenizer:
+    if kind == "char":
+        return CharTokenizer.train(train_text)
+    if kind == "word":
+        return WordTokenizer.train(train_text)
+    if kind == "bpe":
+        return BPETokenizer.train(train_text, bpe_vocab_size)
+    raise UserError(f"--tokenizer: got {kind!r}; valid: {', '.join(TOKENIZER_KINDS)}")
+
+
+def encode_tensor(tokenizer: Tokenizer, text: str) -> torch.Tensor:
+    return torch.tensor(tokenizer.encode(text), dtype=torch.long)
+
+
+def tokenizer_from_json(data: dict, source: str) -> Tokenizer:
+    kind = data.get("kind") if isinstance(data, dict) else None
+    if kind == "char":
+        return CharTokenizer(data["vocab"])
+    if kind == "word":
+        return WordTokenizer(data["vocab"])
+    if kind == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
+    raise UserError(f"{source}: tokenizer kind {kind!r} is not known; valid: {', '.join(TOKENIZER_KINDS)}")
+
+
+def load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        data = json.loads(Path(path).read_text())
+        return tokenizer_from_json(data, str(path))
+    except (OSError, json.JSONDecodeError, KeyError, Exception) as error:
+        if isinstance(error, UserError):
+            raise
+        raise UserError(f"{path}: cannot read the tokenizer ({error}); valid: a tokenizer.json written by layerdrop") from None

@@ -1,0 +1,151 @@
+"""A decoder-only Transformer language model with LayerDrop on its layer stack.
+
+Learned positions, tied input/output embeddings (by default), causal attention through
+``scaled_dot_product_attention``, and incremental decoding with a per-layer KV cache. Parameter
+names put every layer under ``decoder.layers.N.`` so one pruning function serves every model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerdrop.config import flag_name, option
+from layerdrop.errors import UserError
+from layerdrop.nn.attention import KVCache
+from layerdrop.nn.layerdrop import LayerDropModuleList
+from layerdrop.nn.transformer_layer import TransformerLayer
+
+MODEL_TYPE = "transformer_lm"
+
+
+@dataclass
+class TransformerLMConfig:
+    vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
+    decoder_layers: int = option(6, "number of decoder layers")
+    decoder_embed_dim: int = option(256, "model width")
+    decoder_ffn_embed_dim: int = option(1024, "hidden width of the feed-forward network")
+    decoder_attention_heads: int = option(4, "number of attention heads")
+    decoder_normalize_before: bool = option(True, "pre-LayerNorm (default); --no-decoder-normalize-before for post-LN")
+    tokens_per_sample: int = option(256, "context length in tokens (also the number of learned positions)")
+    dropout: float = option(0.1, "dropout on embeddings and residual branches")
+    attention_dropout: float = option(0.0, "dropout on attention weights")
+    activation_dropout: float = option(0.0, "dropout after the FFN activation")
+    decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
+    decoder_layers_to_keep: str | None = option(None, "keep only these decoder layers, e.g. 0,2,4 (prunes the model at load)")
+    share_decoder_input_output_embed: bool = option(True, "tie input and output embeddings")
+    bias: bool = option(True, "biases in linear layers and LayerNorms")
+    decoder_kept_layers: list[int] | None = option(None, "original indices of the layers of a pruned model", cli=False)
+
+    def validate(self) -> None:
+        positive = ["decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads", "tokens_per_sample"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
+        if self.decoder_embed_dim % self.decoder_attention_heads:
+            raise UserError(
+                f"--decoder-attention-heads: got {self.decoder_attention_heads}; valid: a divisor of "
+                f"--decoder-embed-dim ({self.decoder_embed_dim})"
+            )
+        for name in ["dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"]:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+
+
+class TransformerStack(nn.Module):
+    """Token and position embeddings, a LayerDrop list of layers, and (pre-LN) a final LayerNorm."""
+
+    def __init__(self, cfg: TransformerLMConfig, name: str = "decoder"):
+        super().__init__()
+        dim = cfg.decoder_embed_dim
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, dim)
+        self.embed_positions = nn.Embedding(cfg.tokens_per_sample, dim)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = LayerDropModuleList(
+            [
+                TransformerLayer(
+                    dim, cfg.decoder_attention_heads, cfg.decoder_ffn_embed_dim,
+                    dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
+                    activation_dropout=cfg.activation_dropout,
+                    normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, causal=True,
+                )
+                for _ in range(cfg.decoder_layers)
+            ],
+            p=cfg.decoder_layerdrop,
+            name=name,
+        )
+        self.layer_norm = nn.LayerNorm(dim, bias=cfg.bias) if cfg.decoder_normalize_before else None
+
+    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
+        positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
+        x = self.dropout(self.embed_tokens(tokens) + self.embed_positions(positions))
+        if caches is None:
+            for layer in self.layers:
+                x = layer(x)
+        else:  # incremental decoding runs in eval mode, where every layer runs
+            for layer, cache in zip(self.layers, caches, strict=True):
+                x = layer(x, cache)
+        return self.layer_norm(x) if self.layer_norm is not None else x
+
+
+class TransformerLM(nn.Module):
+    model_type = MODEL_TYPE
+
+    def __init__(self, cfg: TransformerLMConfig):
+        super().__init__()
+        cfg.validate()
+        if cfg.decoder_layers_to_keep:
+            raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
+        self.cfg = cfg
+        self.decoder = TransformerStack(cfg, name="decoder")
+        self.output_projection = (
+            None if cfg.share_decoder_input_output_embed else nn.Linear(cfg.decoder_embed_dim, cfg.vocab_size, bias=False)
+        )
+        self.apply(self._init_weights)
+        # GPT-2: shrink the residual projections so the residual stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith(("out_proj.weight", "fc2.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.decoder_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def layers(self) -> LayerDropModuleList:
+        return self.decoder.layers
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.output_projection is None:
+            return F.linear(hidden, self.decoder.embed_tokens.weight)
+        return self.output_projection(hidden)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
+        start_pos: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position, and the mean cross-entropy (nats/token) when targets are given."""
+        logits = self.output_logits(self.decoder(tokens, caches, start_pos))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in range(len(self.decoder.layers))]
+
+
+def num_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,64 @@
+"""Multi-head self-attention on top of ``F.scaled_dot_product_attention``, with an optional KV cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions seen so far, for one layer: (batch, heads, length, head_dim)."""
+
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = torch.cat([self.keys, keys], dim=2)
+            self.values = torch.cat([self.values, values], dim=2)
+        return self.keys, self.values
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.0, bias: bool = True, causal: bool = True):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed dim {embed_dim} is not divisible by {num_heads} attention heads")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.attention_dropout = attention_dropout
+        self.causal = causal
+        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q, k, v = (
+            t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+            for t in self.qkv_proj(x).split(dim, dim=2)
+        )
+        past = 0
+        if cache is not None:
+            past = cache.length
+            k, v = cache.append(k, v)
+        mask, is_causal = None, False
+        if self.causal and length > 1:
+            if past == 0:
+                is_causal = True
+            else:  # new queries see all cached positions and the causal part of their own block
+                mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, dim))

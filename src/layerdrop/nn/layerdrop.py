@@ -1,0 +1,106 @@
+"""LayerDrop (Fan, Grave & Joulin, 2019): a ModuleList that skips whole layers in training.
+
+In training, iterating the list yields only the layers kept for this forward pass: each layer is
+skipped with its own probability, one draw per layer per forward pass, and nothing is rescaled.
+A skipped layer runs no computation, so its parameters get no gradient (``.grad`` stays None and
+AdamW neither decays nor moves them that step). In eval mode every layer runs.
+
+The draws come from a generator seeded by (seed, update number, list name, forward index), never
+from the global RNG. Every data-parallel rank therefore skips the same layers on the same step, a
+resumed run repeats the decisions of an unbroken one, and ``torch.compile`` of a single block can
+never bake one dice roll into a graph.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+_MASK64 = (1 << 64) - 1
+
+
+def derive_seed(*parts: int) -> int:
+    """Mix integers into one 63-bit seed (SplitMix64 steps): stateless and identical on every process."""
+    state = 0
+    for part in parts:
+        state = (state + 0x9E3779B97F4A7C15 + (part & _MASK64)) & _MASK64
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state = z ^ (z >> 31)
+    return state >> 1
+
+
+def check_drop_rate(p: float, what: str = "layerdrop") -> float:
+    """Refuse rates outside [0, 1): at p = 1 no layer would ever run."""
+    p = float(p)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{what}: got {p}; valid: a probability in [0, 1)")
+    return p
+
+
+class LayerDropModuleList(nn.ModuleList):
+    """A ModuleList whose iteration, in training, yields each layer with probability 1 - p.
+
+    Args:
+        layers: the layers, run in order.
+        p: one drop probability for all layers, or one per layer.
+        name: tells this list's decisions apart from another list's (e.g. "encoder", "decoder").
+        seed: the run's seed; set it (and the update number) with :func:`set_layerdrop_step`.
+    """
+
+    def __init__(self, layers: Iterable[nn.Module], p: float | Sequence[float] = 0.0, name: str = "layers", seed: int = 0):
+        super().__init__(layers)
+        self.name = name
+        self.seed = seed
+        self.step = 0
+        self._forward_index = 0
+        self.set_drop_rates(p)
+        self.last_kept: list[int] = list(range(len(self)))
+
+    def set_drop_rates(self, p: float | Sequence[float]) -> None:
+        rates = [p] * len(self) if isinstance(p, (int, float)) else list(p)
+        if len(rates) != len(self):
+            raise ValueError(f"{self.name} layerdrop: got {len(rates)} rates for {len(self)} layers")
+        self.drop_rates = [check_drop_rate(r, f"{self.name} layerdrop") for r in rates]
+
+    def set_step(self, step: int, seed: int | None = None) -> None:
+        """Start a new update: decisions are a function of (seed, step, name, forward index)."""
+        self.step = step
+        if seed is not None:
+            self.seed = seed
+        self._forward_index = 0
+
+    def sample_kept(self) -> list[int]:
+        """Indices of the layers to run in this training forward pass (consumes one draw per layer)."""
+        list_id = zlib.crc32(self.name.encode())
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.step, list_id, self._forward_index))
+        self._forward_index += 1
+        draws = torch.rand(len(self), generator=generator).tolist()
+        return [i for i, (u, p) in enumerate(zip(draws, self.drop_rates)) if u >= p]
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        if self.training and any(self.drop_rates):
+            self.last_kept = self.sample_kept()
+        else:
+            self.last_kept = list(range(len(self)))
+        layers = list(super().__iter__())
+        return iter([layers[i] for i in self.last_kept])
+
+    def extra_repr(self) -> str:
+        rates = set(self.drop_rates)
+        shown = self.drop_rates[0] if len(rates) == 1 else self.drop_rates
+        return f"name={self.name!r}, p={shown}"
+
+
+def layerdrop_lists(model: nn.Module) -> list[LayerDropModuleList]:
+    return [m for m in model.modules() if isinstance(m, LayerDropModuleList)]
+
+
+def set_layerdrop_step(model: nn.Module, step: int, seed: int | None = None) -> None:
+    """Tell every LayerDrop list in ``model`` which update comes next (call once per update)."""
+    for layers in layerdrop_lists(model):
+        layers.set_step(step, seed)

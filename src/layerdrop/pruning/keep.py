@@ -1,0 +1,127 @@
+"""Keep lists and the one pruning function every command uses.
+
+``prune_state_dict(config, state_dict, keep) -> (config', state_dict')`` is pure: it sorts each keep
+list, renumbers ``<stack>.layers.N.`` keys, passes every key without a layer index through, and
+returns a config whose layer count is the new one and whose keep list is cleared, so a pruned
+checkpoint is never pruned a second time. ``<stack>_kept_layers`` records which original layers
+remain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from layerdrop.config import flag_name
+from layerdrop.errors import UserError
+
+STACKS = ("encoder", "decoder")
+PRUNING_MESSAGE = "| Pruning model to specified layer configuration"
+
+
+def _stacks_of(config: Any) -> list[str]:
+    return [s for s in STACKS if hasattr(config, f"{s}_layers")]
+
+
+def _as_items(value: str | Sequence[int]) -> list[Any]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",")] if value.strip() else []
+    return list(value)
+
+
+def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str = "--layers-to-keep") -> list[int]:
+    """Validate a keep list such as ``"0,2,4"`` against a stack of ``num_layers``; return it sorted."""
+    valid = f"valid: distinct integers from 0 to {num_layers - 1}, comma-separated"
+    items = _as_items(value)
+    if not items:
+        raise UserError(f"{flag}: got an empty list; {valid}")
+    indices = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, str)) or (isinstance(item, str) and not re.fullmatch(r"-?\d+", item)):
+            raise UserError(f"{flag}: got {value!r}: {item!r} is not an integer; {valid}")
+        index = int(item)
+        if index < 0:
+            raise UserError(f"{flag}: got {value!r}: {index} is negative; {valid}")
+        if index >= num_layers:
+            raise UserError(f"{flag}: got {value!r}: layer {index} is out of range for a model with {num_layers} layers; {valid}")
+        indices.append(index)
+    repeated = sorted({i for i in indices if indices.count(i) > 1})
+    if repeated:
+        raise UserError(f"{flag}: got {value!r}: layer(s) {repeated} repeated; {valid}")
+    return sorted(indices)
+
+
+def every_other(num_layers: int, depth: int) -> list[int]:
+    """``depth`` evenly spaced layers out of ``num_layers`` (depth = n/2 gives the paper's 0,2,4,...)."""
+    if not 1 <= depth <= num_layers:
+        raise UserError(f"depth: got {depth}; valid: 1 to {num_layers}")
+    step = num_layers / depth
+    return [int(i * step) for i in range(depth)]
+
+
+def prune_state_dict(
+    config: Any, state_dict: Mapping[str, torch.Tensor], keep: Mapping[str, Sequence[int]]
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Keep only the listed layers of each named stack ("encoder", "decoder"), renumbered from 0."""
+    new_config = config
+    new_state = dict(state_dict)
+    for stack, indices in keep.items():
+        num_layers = getattr(config, f"{stack}_layers")
+        kept = parse_layers_to_keep(indices, num_layers, flag_name(f"{stack}_layers_to_keep"))
+        renumber = {old: new for new, old in enumerate(kept)}
+        pattern = re.compile(rf"^{stack}\.layers\.(\d+)\.(.+)$")
+        pruned: dict[str, torch.Tensor] = {}
+        for key, tensor in new_state.items():
+            match = pattern.match(key)
+            if match is None:
+                pruned[key] = tensor
+            elif int(match.group(1)) in renumber:
+                pruned[f"{stack}.layers.{renumber[int(match.group(1))]}.{match.group(2)}"] = tensor
+        new_state = pruned
+        origin = getattr(config, f"{stack}_kept_layers", None) or list(range(num_layers))
+        new_config = dataclasses.replace(
+            new_config,
+            **{
+                f"{stack}_layers": len(kept),
+                f"{stack}_layers_to_keep": None,
+                f"{stack}_kept_layers": [origin[i] for i in kept],
+            },
+        )
+    return new_config, new_state
+
+
+def _already_applied(config: Any, stack: str, request: str | Sequence[int]) -> bool:
+    """A checkpoint saved after pruning to exactly this list is not pruned again."""
+    origin = getattr(config, f"{stack}_kept_layers", None)
+    if not origin:
+        return False
+    try:
+        return sorted(int(i) for i in _as_items(request)) == origin
+    except (TypeError, ValueError):
+        return False
+
+
+def apply_layers_to_keep(
+    config: Any, state_dict: Mapping[str, torch.Tensor] | None = None, log: Callable[[str], None] = print
+) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """Apply the config's ``<stack>_layers_to_keep`` (if any) to the config and, when given, the weights."""
+    keep: dict[str, str | Sequence[int]] = {}
+    for stack in _stacks_of(config):
+        request = getattr(config, f"{stack}_layers_to_keep", None)
+        if request is None:
+            continue
+        if _already_applied(config, stack, request):
+            log(f"| {stack} already pruned to layers {getattr(config, f'{stack}_kept_layers')}; not pruning again")
+            config = dataclasses.replace(config, **{f"{stack}_layers_to_keep": None})
+            continue
+        # Validate before announcing anything: a bad list must not look like a pruned model.
+        keep[stack] = parse_layers_to_keep(request, getattr(config, f"{stack}_layers"), flag_name(f"{stack}_layers_to_keep"))
+    if not keep:
+        return config, (dict(state_dict) if state_dict is not None else None)
+    log(PRUNING_MESSAGE)
+    new_config, new_state = prune_state_dict(config, state_dict or {}, keep)
+    return new_config, (new_state if state_dict is not None else None)
