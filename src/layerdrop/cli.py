@@ -61,10 +61,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_for_inference(args: argparse.Namespace):
+def _load_for_inference(args: argparse.Namespace, log=print):
     overrides = parse_overrides(args.model_overrides)
     overrides.update(keep_overrides(args, TransformerLMConfig))
-    return load_model(args.path, "--path", overrides, expected_type=LM_MODEL_TYPE)
+    return load_model(args.path, "--path", overrides, expected_type=LM_MODEL_TYPE, log=log)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -103,7 +103,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from layerdrop.generate import generate
 
-    model, ckpt = _load_for_inference(args)
+    # Only the generated text goes to stdout, so it can be piped; notes go to stderr.
+    model, ckpt = _load_for_inference(args, log=lambda message: print(message, file=sys.stderr))
     prompt = ckpt.tokenizer.encode(args.prompt)
     if ckpt.tokenizer.kind == "word" and prompt and prompt[-1] == ckpt.tokenizer.eos_id:
         prompt = prompt[:-1]  # a prompt is the start of a line, not a finished one

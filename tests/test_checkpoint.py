@@ -1,0 +1,105 @@
+import json
+
+import pytest
+import torch
+
+from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
+from layerdrop.data.tokenizers import build_tokenizer
+from layerdrop.errors import UserError
+from layerdrop.models import LM_MODEL_TYPE
+
+from conftest import tiny_model
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = tiny_model()
+    tok = build_tokenizer("char", "abc")
+    return save_checkpoint(tmp_path / "ckpt", LM_MODEL_TYPE, model.cfg, model.state_dict(), tok,
+                           trainer_state={"update": 3, "optimizer": {"state": {}, "param_groups": []}})
+
+
+def test_round_trip(checkpoint):
+    model, ckpt = load_model(checkpoint, log=lambda _: None)
+    reference = tiny_model()
+    tokens = torch.randint(0, 50, (2, 8))
+    assert torch.equal(model(tokens)[0], reference.eval()(tokens)[0])
+    assert load_checkpoint(checkpoint, with_trainer_state=True).trainer_state["update"] == 3
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(checkpoint):
+    siblings = sorted(p.name for p in checkpoint.parent.iterdir())
+    assert siblings == ["ckpt"]
+    model = tiny_model(seed=1)
+    save_checkpoint(checkpoint, LM_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "abc"))
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ckpt"]
+    assert not (checkpoint / "trainer_state.pt").exists()  # replaced whole, not merged
+
+
+def test_missing_directory_and_missing_files(tmp_path, checkpoint):
+    with pytest.raises(UserError, match="--path: .*does not exist"):
+        load_checkpoint(tmp_path / "nothing")
+    (checkpoint / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="missing model.safetensors"):
+        load_checkpoint(checkpoint)
+
+
+def test_truncated_weights(checkpoint):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(UserError, match="truncated"):
+        load_checkpoint(checkpoint)
+
+
+def test_truncated_config(checkpoint):
+    config = checkpoint / "config.json"
+    config.write_text(config.read_text()[:40])
+    with pytest.raises(UserError, match="config.json is not valid JSON"):
+        load_checkpoint(checkpoint)
+
+
+def test_truncated_trainer_state(checkpoint):
+    state = checkpoint / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:50])
+    with pytest.raises(UserError, match="trainer_state.pt"):
+        load_checkpoint(checkpoint, with_trainer_state=True)
+
+
+def test_other_model_type(checkpoint):
+    config = checkpoint / "config.json"
+    data = json.loads(config.read_text())
+    data["model_type"] = "transformer_translation"
+    config.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="model type 'transformer_translation'"):
+        load_checkpoint(checkpoint)
+
+
+def test_trainer_state_is_loaded_without_unpickling_objects(checkpoint):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("executed",))
+
+    torch.save({"update": Evil()}, checkpoint / "trainer_state.pt")
+    with pytest.raises(UserError, match="trainer_state.pt"):
+        load_checkpoint(checkpoint, with_trainer_state=True)
+
+
+def test_overrides_are_literals_only(tmp_path):
+    assert parse_overrides("{'decoder_layers_to_keep': '0,2,4'}") == {"decoder_layers_to_keep": "0,2,4"}
+    assert parse_overrides('{"dropout": 0.0}') == {"dropout": 0.0}
+    marker = tmp_path / "x"
+    with pytest.raises(UserError, match="not a literal"):
+        parse_overrides(f"__import__('os').system('touch {marker}')")
+    assert not marker.exists()
+    with pytest.raises(UserError, match="not a dict"):
+        parse_overrides("[1, 2]")
+
+
+def test_unknown_override_key(checkpoint):
+    with pytest.raises(UserError, match="--model-overrides: unknown key 'decoder_layer'"):
+        load_model(checkpoint, overrides={"decoder_layer": 3})
+
+
+def test_override_keep_list_prunes_at_load(checkpoint):
+    model, _ = load_model(checkpoint, overrides={"decoder_layers_to_keep": "0,2,4"}, log=lambda _: None)
+    assert len(model.layers) == 3

@@ -1,0 +1,158 @@
+"""The command line end to end, in fresh processes, on a tiny corpus."""
+
+import re
+
+import pytest
+
+from layerdrop.checkpoint import load_checkpoint
+
+from conftest import TINY_TRAIN, run_cli
+
+
+def params(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"num\. model params: (\d+)", text)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from layerdrop.data.corpus import embedded_text
+
+    root = tmp_path_factory.mktemp("cli")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    text = embedded_text()
+    for name, (a, b) in {"train": (0, 30000), "valid": (30000, 33000), "test": (33000, 36000)}.items():
+        (corpus / f"{name}.txt").write_text(text[a:b])
+    save_dir = root / "run"
+    proc = run_cli("train", "--data", str(corpus), "--save-dir", str(save_dir), "--max-update", "30",
+                   "--validate-interval-updates", "15", "--decoder-layerdrop", "0.5", *TINY_TRAIN)
+    return root, corpus, save_dir, proc
+
+
+def test_train_prints_params_layerdrop_and_a_summary_table(trained):
+    _, _, save_dir, proc = trained
+    assert len(params(proc.stdout)) == 1
+    assert "LayerDrop decoder: p=0.5, expected 2.0 of 4 layers" in proc.stdout
+    assert re.search(r"update\s+train loss\s+valid loss", proc.stdout)
+    assert (save_dir / "checkpoint_best" / "model.safetensors").is_file()
+
+
+def test_prune_then_eval_without_keep_flags(trained):
+    root, _, save_dir, _ = trained
+    full = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--split", "test")
+    out = root / "pruned"
+    pruned = run_cli("prune", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "0,2", "--out", str(out))
+    assert "| Pruning model to specified layer configuration" in pruned.stdout
+    before, after = params(pruned.stdout)
+    assert before == params(full.stdout)[0]
+    layer = before - after
+    assert layer > 0 and layer % 2 == 0  # two identical layers removed
+    stored = load_checkpoint(out)
+    assert stored.config.decoder_layers == 2 and stored.config.decoder_layers_to_keep is None
+    assert stored.config.decoder_kept_layers == [0, 2]
+    evaluated = run_cli("eval", "--path", str(out), "--split", "test")
+    assert "Pruning" not in evaluated.stdout and params(evaluated.stdout) == [after]
+    # The same numbers as pruning at load time with the flag, and with --model-overrides.
+    flag = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--split", "test", "--decoder-layers-to-keep", "0,2")
+    override = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--split", "test",
+                       "--model-overrides", "{'decoder_layers_to_keep':'0,2'}")
+    loss = lambda text: re.findall(r"\s(\d+\.\d{4})\s", text)[0]
+    assert loss(evaluated.stdout) == loss(flag.stdout) == loss(override.stdout)
+    assert loss(full.stdout) != loss(evaluated.stdout)
+    assert "| Pruning model to specified layer configuration" in flag.stdout and params(flag.stdout) == [after]
+
+
+def test_continue_training_a_pruned_model_and_resume_it(trained):
+    root, corpus, save_dir, _ = trained
+    command = ["train", "--data", str(corpus), "--save-dir", str(root / "pruned_run"), "--max-update", "10",
+               "--validate-interval-updates", "5", "--restore-file", str(save_dir / "checkpoint_last"),
+               "--decoder-layers-to-keep", "1,3", "--decoder-layerdrop", "0.0", *TINY_TRAIN[10:]]
+    first = run_cli(*command)
+    assert "| Pruning model to specified layer configuration" in first.stdout
+    assert "optimizer and schedule start fresh" in first.stdout
+    stored = load_checkpoint(root / "pruned_run" / "checkpoint_last", with_trainer_state=True)
+    assert stored.config.decoder_layers == 2 and stored.trainer_state["update"] == 10
+    # The same command again, with more updates: resumes the pruned run and does not prune it twice.
+    again = run_cli(*[c if c != "10" else "12" for c in command])
+    assert "not pruning again" in again.stdout and "resuming at update 10" in again.stdout
+
+
+def test_generate(trained):
+    _, _, save_dir, _ = trained
+    proc = run_cli("generate", "--path", str(save_dir / "checkpoint_last"), "--prompt", "ROMEO:",
+                   "--max-new-tokens", "40", "--decoder-layers-to-keep", "0,1")
+    assert proc.stdout.startswith("ROMEO:") and len(proc.stdout) >= len("ROMEO:") + 40
+    assert "40 tokens" in proc.stderr
+
+
+BAD = [
+    (["eval", "--decoder-layers-to-keep", "0,7"], "--decoder-layers-to-keep: got '0,7': layer 7 is out of range"),
+    (["eval", "--decoder-layers-to-keep", "1,1"], "repeated"),
+    (["eval", "--decoder-layers-to-keep", "-2"], "negative"),
+    (["eval", "--decoder-layers-to-keep", "one"], "not an integer"),
+    (["eval", "--decoder-layers-to-keep", ""], "empty list"),
+    (["eval", "--model-overrides", "{'decoder_layers_to_keep': '0,9'}"], "layer 9 is out of range"),
+    (["eval", "--model-overrides", "{'layers': 3}"], "--model-overrides: unknown key 'layers'"),
+    (["eval", "--model-overrides", "{'decoder_layerdrop': 1.0}"], "--decoder-layerdrop: got 1.0"),
+    (["eval", "--split", "dev"], "--split: got 'dev'"),
+    (["prune", "--out", "{out}"], "no keep list given"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_gets_one_clear_message(trained, args, message):
+    root, _, save_dir, _ = trained
+    args = [a.replace("{out}", str(root / "never")) for a in args]
+    proc = run_cli(args[0], "--path", str(save_dir / "checkpoint_last"), *args[1:], check_rc=2)
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Pruning model" not in proc.stdout
+
+
+def test_override_is_never_executed(trained, tmp_path):
+    _, _, save_dir, _ = trained
+    marker = tmp_path / "x"
+    proc = run_cli("eval", "--path", str(save_dir / "checkpoint_last"),
+                   "--model-overrides", f"__import__('os').system('touch {marker}')", check_rc=2)
+    assert "not a literal" in proc.stderr and not marker.exists()
+
+
+def test_bad_training_input(tmp_path, corpus_dir):
+    cases = [
+        (["--decoder-layerdrop", "1.0"], "--decoder-layerdrop: got 1.0; valid: a probability in [0, 1)"),
+        (["--decoder-layerdrop", "-0.1"], "--decoder-layerdrop: got -0.1"),
+        (["--data", str(tmp_path / "missing")], "--data: "),
+        (["--restore-file", str(tmp_path / "missing")], "--restore-file: "),
+        (["--decoder-layers-to-keep", "0,5", "--decoder-layers", "4"], "layer 5 is out of range"),
+    ]
+    for extra, message in cases:
+        args = ["train", "--save-dir", str(tmp_path / "run"), "--data", str(corpus_dir), "--max-update", "1", *extra]
+        proc = run_cli(*args, check_rc=2)
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoint_last").exists()
+
+
+def test_missing_split_and_corrupt_checkpoint_do_not_touch_files(trained, tmp_path):
+    import shutil
+
+    _, _, save_dir, _ = trained
+    empty = tmp_path / "nosplits"
+    empty.mkdir()
+    (empty / "train.txt").write_text("abc\n" * 100)
+    proc = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--data", str(empty), "--split", "test", check_rc=2)
+    assert "has no 'test' split" in proc.stderr
+    broken = tmp_path / "broken"
+    shutil.copytree(save_dir / "checkpoint_last", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    before = sorted(p.name for p in broken.iterdir())
+    proc = run_cli("eval", "--path", str(broken), check_rc=2)
+    assert "truncated" in proc.stderr and "Traceback" not in proc.stderr
+    # Training into a save dir whose checkpoint_last is broken refuses and leaves it as it was.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    shutil.copytree(broken, run_dir / "checkpoint_last")
+    proc = run_cli("train", "--save-dir", str(run_dir), "--max-update", "1", check_rc=2)
+    assert "--save-dir" in proc.stderr and "truncated" in proc.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoint_last").iterdir()) == before
