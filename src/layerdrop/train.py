@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class TrainConfig:
     validate_interval_updates: int = option(250, "evaluate and save a checkpoint every N updates")
     max_valid_steps: int | None = option(None, "at most this many validation batches per evaluation")
     keep_interval_updates: int = option(2, "keep the last N periodic checkpoints (plus _last and _best)")
+    reset_optimizer: bool = option(False, "with --restore-file: start optimizer, schedule and update count fresh (fine-tuning)")
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
 
     def validate(self) -> None:
@@ -219,6 +221,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         model = build_model(config, ckpt.state_dict, LM_MODEL_TYPE, str(source), log)
         if model.cfg.decoder_kept_layers != ckpt.config.decoder_kept_layers:
             log("| the model was pruned at load: optimizer and schedule start fresh")
+        elif run.reset_optimizer and source_flag == "--restore-file":
+            log("| --reset-optimizer: optimizer and schedule start fresh")
         else:
             trainer_state = ckpt.trainer_state
     else:
@@ -252,6 +256,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
     log_path = save_dir / LOG_FILE
     _truncate_log(log_path, start_update)
     run_json = dataclasses.asdict(run)
+    if run.data:  # so `layerdrop eval` finds the corpus from any working directory
+        run_json["data"] = str(Path(run.data).resolve())
 
     def save(update: int, valid_loss: float | None) -> None:
         nonlocal best_valid
@@ -270,7 +276,9 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
     train_loss = valid_loss = None
     smoothed = None
     seconds = 0.0
-    bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar, dynamic_ncols=True, unit="upd")
+    # Redirected output (CI, make demo > log) gets a bar redrawn every 30 s, not ten times a second.
+    bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar, dynamic_ncols=True, unit="upd",
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     stopped_by = None
     update = start_update
     with StopSignal() as stop, open(log_path, "a") as log_file:
@@ -296,7 +304,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
             ran = sum(len(layers.last_kept) for layers in layerdrop_lists(model))
             total = sum(len(layers) for layers in layerdrop_lists(model))
-            log_file.write(json.dumps({"update": update, "loss": train_loss, "lr": lr, "layers": ran}) + "\n")
+            log_file.write(json.dumps({"update": update, "loss": train_loss, "lr": lr, "layers": ran,
+                                       "ms": round(elapsed * 1000, 3)}) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", ppl=f"{math.exp(min(smoothed, 50)):.1f}",
                             tok_s=f"{tokens_per_update / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)
