@@ -7,7 +7,6 @@ names put every layer under ``decoder.layers.N.`` so one pruning function serves
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +17,7 @@ from layerdrop.config import flag_name, option
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.layerdrop import LayerDropModuleList
-from layerdrop.nn.transformer_layer import TransformerLayer
+from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 
 MODEL_TYPE = "transformer_lm"
 
@@ -58,40 +57,13 @@ class TransformerLMConfig:
                 raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
 
 
-class TransformerStack(nn.Module):
-    """Token and position embeddings, a LayerDrop list of layers, and (pre-LN) a final LayerNorm."""
-
-    def __init__(self, cfg: TransformerLMConfig, name: str = "decoder"):
-        super().__init__()
-        dim = cfg.decoder_embed_dim
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, dim)
-        self.embed_positions = nn.Embedding(cfg.tokens_per_sample, dim)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = LayerDropModuleList(
-            [
-                TransformerLayer(
-                    dim, cfg.decoder_attention_heads, cfg.decoder_ffn_embed_dim,
-                    dropout=cfg.dropout, attention_dropout=cfg.attention_dropout,
-                    activation_dropout=cfg.activation_dropout,
-                    normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, causal=True,
-                )
-                for _ in range(cfg.decoder_layers)
-            ],
-            p=cfg.decoder_layerdrop,
-            name=name,
-        )
-        self.layer_norm = nn.LayerNorm(dim, bias=cfg.bias) if cfg.decoder_normalize_before else None
-
-    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start_pos: int = 0) -> torch.Tensor:
-        positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
-        x = self.dropout(self.embed_tokens(tokens) + self.embed_positions(positions))
-        if caches is None:
-            for layer in self.layers:
-                x = layer(x)
-        else:  # incremental decoding runs in eval mode, where every layer runs
-            for layer, cache in zip(self.layers, caches, strict=True):
-                x = layer(x, cache)
-        return self.layer_norm(x) if self.layer_norm is not None else x
+def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
+    return StackSpec(
+        vocab_size=cfg.vocab_size, layers=cfg.decoder_layers, embed_dim=cfg.decoder_embed_dim,
+        ffn_dim=cfg.decoder_ffn_embed_dim, heads=cfg.decoder_attention_heads, max_positions=cfg.tokens_per_sample,
+        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+        layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, causal=True,
+    )
 
 
 class TransformerLM(nn.Module):
@@ -103,22 +75,11 @@ class TransformerLM(nn.Module):
         if cfg.decoder_layers_to_keep:
             raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
         self.cfg = cfg
-        self.decoder = TransformerStack(cfg, name="decoder")
+        self.decoder = TransformerStack(stack_spec(cfg), name="decoder")
         self.output_projection = (
             None if cfg.share_decoder_input_output_embed else nn.Linear(cfg.decoder_embed_dim, cfg.vocab_size, bias=False)
         )
-        self.apply(self._init_weights)
-        # GPT-2: shrink the residual projections so the residual stream's variance does not grow with depth.
-        for name, param in self.named_parameters():
-            if name.endswith(("out_proj.weight", "fc2.weight")):
-                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.decoder_layers))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        init_weights(self, cfg.decoder_layers)
 
     @property
     def layers(self) -> LayerDropModuleList:

@@ -1,4 +1,9 @@
-"""Multi-head self-attention on top of ``F.scaled_dot_product_attention``, with an optional KV cache."""
+"""Multi-head attention on top of ``F.scaled_dot_product_attention``.
+
+``SelfAttention`` (causal or bidirectional, with a padding mask and an optional KV cache) and
+``CrossAttention`` (decoder queries over encoder states, whose keys and values are computed once
+per sequence and cached during generation).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ class KVCache:
 
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
+    # Cross-attention keys/values over the encoder output: fixed for a whole generated sequence.
+    cross_keys: torch.Tensor | None = None
+    cross_values: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -27,6 +35,18 @@ class KVCache:
             self.keys = torch.cat([self.keys, keys], dim=2)
             self.values = torch.cat([self.values, values], dim=2)
         return self.keys, self.values
+
+    def reorder(self, order: torch.Tensor) -> None:
+        """Follow beam search: keep the rows of the hypotheses that survived."""
+        for name in ("keys", "values", "cross_keys", "cross_values"):
+            tensor = getattr(self, name)
+            if tensor is not None:
+                setattr(self, name, tensor.index_select(0, order))
+
+
+def padding_to_attn_mask(key_padding_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(batch, keys) True-at-padding -> (batch, 1, 1, keys) True-where-attending, as SDPA wants."""
+    return None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
 
 
 class SelfAttention(nn.Module):
@@ -41,7 +61,7 @@ class SelfAttention(nn.Module):
         self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, dim = x.shape
         q, k, v = (
             t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
@@ -51,14 +71,47 @@ class SelfAttention(nn.Module):
         if cache is not None:
             past = cache.length
             k, v = cache.append(k, v)
-        mask, is_causal = None, False
+        mask, is_causal = padding_to_attn_mask(key_padding_mask), False
         if self.causal and length > 1:
+            # Right padding never needs a mask here: real positions cannot see later (padded) keys.
             if past == 0:
                 is_causal = True
             else:  # new queries see all cached positions and the causal part of their own block
                 mask = torch.ones(length, past + length, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+        )
+        return self.out_proj(y.transpose(1, 2).reshape(batch, length, dim))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.attention_dropout = attention_dropout
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.kv_proj = nn.Linear(embed_dim, 2 * embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(t.shape[0], t.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        batch, length, dim = x.shape
+        q = self._heads(self.q_proj(x))
+        if cache is not None and cache.cross_keys is not None:
+            k, v = cache.cross_keys, cache.cross_values
+        else:
+            k, v = (self._heads(t) for t in self.kv_proj(memory).split(dim, dim=2))
+            if cache is not None:
+                cache.cross_keys, cache.cross_values = k, v
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=padding_to_attn_mask(memory_padding_mask),
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         return self.out_proj(y.transpose(1, 2).reshape(batch, length, dim))
