@@ -1,6 +1,9 @@
 # Each target sets itself up: a virtual environment with the CPU build of torch, then this
 # package installed editable with its test extras.
 PYTHON ?= python3
+# Where pip looks for torch. Empty here (the CPU wheel is found locally); on a machine without one,
+# use TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" to avoid the CUDA build.
+TORCH_PIP_ARGS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -12,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet $(TORCH_PIP_ARGS) torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 

@@ -65,13 +65,21 @@ def test_truncated_trainer_state(checkpoint):
         load_checkpoint(checkpoint, with_trainer_state=True)
 
 
-def test_other_model_type(checkpoint):
+def test_unknown_and_other_model_types(checkpoint, tmp_path):
     config = checkpoint / "config.json"
     data = json.loads(config.read_text())
-    data["model_type"] = "transformer_translation"
+    data["model_type"] = "transformer_foo"
     config.write_text(json.dumps(data))
-    with pytest.raises(UserError, match="model type 'transformer_translation'"):
+    with pytest.raises(UserError, match="holds model type 'transformer_foo'; valid: transformer_lm"):
         load_checkpoint(checkpoint)
+    from layerdrop.models import TransformerTranslation, TransformerTranslationConfig
+
+    translation = TransformerTranslation(TransformerTranslationConfig(vocab_size=20, encoder_layers=1, decoder_layers=1,
+                                                                      encoder_embed_dim=16, decoder_embed_dim=16))
+    other = save_checkpoint(tmp_path / "mt", "transformer_translation", translation.cfg, translation.state_dict(),
+                            build_tokenizer("char", "abc"))
+    with pytest.raises(UserError, match="holds a 'transformer_translation' model; this command needs a 'transformer_lm'"):
+        load_checkpoint(other, "--restore-file", expected_type=LM_MODEL_TYPE)
 
 
 def test_trainer_state_is_loaded_without_unpickling_objects(checkpoint):

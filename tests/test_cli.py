@@ -66,7 +66,7 @@ def test_continue_training_a_pruned_model_and_resume_it(trained):
     root, corpus, save_dir, _ = trained
     command = ["train", "--data", str(corpus), "--save-dir", str(root / "pruned_run"), "--max-update", "10",
                "--validate-interval-updates", "5", "--restore-file", str(save_dir / "checkpoint_last"),
-               "--decoder-layers-to-keep", "1,3", "--decoder-layerdrop", "0.0", *TINY_TRAIN[10:]]
+               "--decoder-layers-to-keep", "1,3", "--decoder-layerdrop", "0.0", *TINY_TRAIN]
     first = run_cli(*command)
     assert "| Pruning model to specified layer configuration" in first.stdout
     assert "optimizer and schedule start fresh" in first.stdout
@@ -96,17 +96,35 @@ BAD = [
     (["eval", "--model-overrides", "{'decoder_layerdrop': 1.0}"], "--decoder-layerdrop: got 1.0"),
     (["eval", "--split", "dev"], "--split: got 'dev'"),
     (["prune", "--out", "{out}"], "no keep list given"),
+    (["prune", "--decoder-layers-to-keep", "0", "--out", "{existing}"], "already exists; valid: a new directory"),
+    (["prune", "--decoder-layers-to-keep", "0", "--out", "{inside}"], "overlaps --path"),
+    (["prune", "--encoder-layers-to-keep", "0", "--out", "{out}"], "--encoder-layers-to-keep: "),
+    (["eval", "--model-overrides", "{'decoder_layers_to_keep': True}"], "not an integer"),
+    (["eval", "--batch-size", "0"], "--batch-size: got 0"),
+    (["eval", "--max-valid-steps", "0"], "--max-valid-steps: got 0"),
+    (["generate", "--top-k", "0"], "--top-k: got 0"),
+    (["generate", "--temperature", "-1"], "--temperature: got -1.0"),
 ]
 
 
 @pytest.mark.parametrize("args, message", BAD)
 def test_bad_input_gets_one_clear_message(trained, args, message):
     root, _, save_dir, _ = trained
-    args = [a.replace("{out}", str(root / "never")) for a in args]
+    before = sorted(str(p.relative_to(save_dir)) for p in save_dir.rglob("*"))
+    places = {"{out}": root / "never", "{existing}": save_dir, "{inside}": save_dir / "checkpoint_last" / "pruned"}
+    for marker, place in places.items():
+        args = [a.replace(marker, str(place)) for a in args]
     proc = run_cli(args[0], "--path", str(save_dir / "checkpoint_last"), *args[1:], check_rc=2)
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Pruning model" not in proc.stdout
+    assert sorted(str(p.relative_to(save_dir)) for p in save_dir.rglob("*")) == before  # nothing written or lost
+
+
+def test_override_keep_list_given_as_a_number(trained):
+    _, _, save_dir, _ = trained
+    proc = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--model-overrides", "{'decoder_layers_to_keep': 2}")
+    assert "| Pruning model" in proc.stdout and re.search(r"\s1\s+\d+\.\d{4}", proc.stdout)
 
 
 def test_override_is_never_executed(trained, tmp_path):

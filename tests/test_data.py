@@ -91,9 +91,16 @@ def test_eval_batches_cover_every_token_once():
     assert torch.equal(targets, torch.arange(1, 103))
 
 
-def test_split_shorter_than_context_is_a_clear_error():
-    with pytest.raises(UserError, match="fewer than --tokens-per-sample"):
+def test_split_shorter_than_context_is_a_clear_error_for_training_but_evaluates():
+    with pytest.raises(UserError, match="has 5 tokens, fewer than 11; valid: a longer split or a smaller --tokens-per-sample"):
         random_batch(torch.arange(5), 2, 10, torch.Generator())
+    blocks = list(eval_batches(torch.arange(5), 10, 4))
+    assert len(blocks) == 1 and torch.equal(blocks[0][1], torch.arange(1, 5)[None])
+
+
+def test_word_tokenizer_decodes_lines_without_stray_spaces():
+    tok = build_tokenizer("word", "the cat sat\nthe dog\n")
+    assert tok.decode(tok.encode("the cat sat\n\nthe dog\n")) == "the cat sat\n\nthe dog\n"
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "wikitext-2").is_dir(), reason="../shared/data not present")

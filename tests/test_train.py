@@ -93,3 +93,25 @@ def test_sigterm_saves_and_the_same_command_resumes_to_the_unbroken_result(corpu
     assert f"resuming at update {stopped_at}" in resumed.stdout
     run_cli(*command(tmp_path / "unbroken"))
     assert losses(save_dir) == losses(tmp_path / "unbroken")
+
+
+def test_torn_log_line_and_half_swapped_checkpoint_still_resume(corpus_dir, tmp_path):
+    save_dir = tmp_path / "run"
+    train(run_config(corpus_dir, save_dir, max_update=8), MODEL, lambda _: None)
+    with open(save_dir / "train_log.jsonl", "a") as f:  # killed in the middle of writing a line
+        f.write('{"update": 9, "lo')
+    # killed between the two renames of a checkpoint swap: only checkpoint_last.old is left
+    (save_dir / "checkpoint_last").rename(save_dir / "checkpoint_last.old")
+    train(run_config(corpus_dir, save_dir, max_update=10), MODEL, lambda _: None)
+    updates = [json.loads(line)["update"] for line in (save_dir / "train_log.jsonl").read_text().splitlines()]
+    assert updates == list(range(1, 11))
+
+
+def test_a_different_restore_file_does_not_silently_resume_another_run(corpus_dir, tmp_path):
+    from layerdrop.errors import UserError
+
+    train(run_config(corpus_dir, tmp_path / "base", max_update=4), MODEL, lambda _: None)
+    train(run_config(corpus_dir, tmp_path / "run", max_update=4), MODEL, lambda _: None)
+    with pytest.raises(UserError, match="--restore-file: got .* but .*checkpoint_last exists"):
+        train(run_config(corpus_dir, tmp_path / "run", restore_file=str(tmp_path / "base" / "checkpoint_last")), MODEL,
+              lambda _: None)

@@ -55,8 +55,16 @@ def _write_file(path: Path, write: Callable[[Path], None]) -> None:
         os.fsync(f.fileno())
 
 
+def recover_dir(target: Path) -> None:
+    """Undo a swap cut short by a crash: ``target`` was moved aside but the new one never arrived."""
+    old = target.with_name(target.name + ".old")
+    if not target.exists() and old.is_dir():
+        os.replace(old, target)
+
+
 def replace_dir(source: Path, target: Path) -> None:
     """Move a finished directory over ``target``; the old one is removed only after the new one is in place."""
+    recover_dir(target)
     old = target.with_name(target.name + ".old")
     if old.exists():
         shutil.rmtree(old)
@@ -66,6 +74,33 @@ def replace_dir(source: Path, target: Path) -> None:
     _fsync_dir(target.parent)
     if old.exists():
         shutil.rmtree(old)
+
+
+def _without_aliases(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tied weights (one tensor under two names) are written once; loading restores the alias."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    out = {}
+    for key, tensor in state_dict.items():
+        identity = (tensor.data_ptr(), tuple(tensor.shape))
+        if identity in seen:
+            continue
+        seen.add(identity)
+        out[key] = tensor
+    return out
+
+
+def _with_aliases(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    expected = model.state_dict()
+    names_by_storage: dict[int, list[str]] = {}
+    for key, tensor in expected.items():
+        names_by_storage.setdefault(tensor.data_ptr(), []).append(key)
+    filled = dict(state_dict)
+    for key, tensor in expected.items():
+        if key not in filled:
+            alias = next((k for k in names_by_storage[tensor.data_ptr()] if k in state_dict), None)
+            if alias is not None:
+                filled[key] = state_dict[alias]
+    return filled
 
 
 def save_checkpoint(
@@ -83,7 +118,7 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in _without_aliases(state_dict).items()}
     _write_file(tmp / WEIGHTS, lambda p: save_file(tensors, str(p), metadata={"model_type": model_type}))
     config_json = {"model_type": model_type, **dataclasses.asdict(config)}
     _write_file(tmp / CONFIG, lambda p: p.write_text(json.dumps(config_json, indent=2) + "\n"))
@@ -95,18 +130,6 @@ def save_checkpoint(
     _fsync_dir(tmp)
     replace_dir(tmp, target)
     return target
-
-
-def copy_checkpoint(source: Path, target: Path) -> None:
-    """Atomic copy of a whole checkpoint directory (for checkpoint_last / checkpoint_best)."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
-    for file in tmp.iterdir():
-        with open(file, "rb+") as f:
-            os.fsync(f.fileno())
-    replace_dir(tmp, target)
 
 
 def _read_json(path: Path, flag: str) -> dict[str, Any]:
@@ -125,9 +148,12 @@ def load_checkpoint(
     expected_type: str | None = None,
     with_trainer_state: bool = False,
     overrides: dict[str, Any] | None = None,
+    flag_overrides: dict[str, Any] | None = None,
 ) -> Checkpoint:
-    """Read and check a checkpoint directory; ``overrides`` replace stored config values before building."""
+    """Read and check a checkpoint directory. ``overrides`` (from --model-overrides) and ``flag_overrides``
+    (from flags such as --decoder-layers-to-keep) replace stored config values before building."""
     path = Path(path)
+    recover_dir(path)
     if not path.is_dir():
         hint = " (a file; valid: a checkpoint directory)" if path.exists() else " does not exist"
         raise UserError(f"{flag}: {str(path)!r}{hint}; valid: a directory holding {WEIGHTS} and {CONFIG}")
@@ -142,13 +168,18 @@ def load_checkpoint(
         raise UserError(f"{flag}: {str(path)!r} holds a {model_type!r} model; this command needs a {expected_type!r} model")
     config_class = MODEL_TYPES[model_type][0]
     known = {f.name for f in dataclasses.fields(config_class)}
+    overridable = {f.name for f in dataclasses.fields(config_class) if f.metadata.get("cli", True)}
     for key in overrides or {}:
-        if key not in known:
-            raise UserError(f"--model-overrides: unknown key {key!r}; valid: {', '.join(sorted(known - {'vocab_size', 'decoder_kept_layers'}))}")
+        if key not in overridable:
+            raise UserError(f"--model-overrides: unknown key {key!r}; valid: {', '.join(sorted(overridable))}")
+    for key in flag_overrides or {}:
+        if key not in overridable:
+            raise UserError(f"{flag_name(key)}: {str(path)!r} holds a {model_type!r} model, which has no such setting")
+    overrides = {**(overrides or {}), **(flag_overrides or {})}
     unknown = sorted(set(config_json) - known)
     if unknown:
         raise UserError(f"{flag}: {path / CONFIG} has unknown keys {unknown}; is it from a newer layerdrop?")
-    config = config_class(**{**config_json, **(overrides or {})})
+    config = config_class(**{**config_json, **overrides})
     try:
         state_dict = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as error:
@@ -159,6 +190,8 @@ def load_checkpoint(
             trainer_state = torch.load(path / TRAINER_STATE, weights_only=True)
         except Exception as error:  # a truncated zip or a pickle with foreign objects
             raise UserError(f"{flag}: cannot read {path / TRAINER_STATE} ({error}); the file is truncated or not ours") from None
+        if not isinstance(trainer_state, dict) or not {"update", "optimizer"} <= set(trainer_state):
+            raise UserError(f"{flag}: {path / TRAINER_STATE} lacks the update number or optimizer state; the file is not ours")
     run = _read_json(path / RUN, flag) if (path / RUN).is_file() else None
     return Checkpoint(path, model_type, config, state_dict, load_tokenizer(path / TOKENIZER), trainer_state, run)
 
@@ -184,7 +217,7 @@ def build_model(config: Any, state_dict: dict[str, torch.Tensor] | None, model_t
     model = MODEL_TYPES[model_type][1](config)
     if state_dict is not None:
         try:
-            model.load_state_dict(state_dict, strict=True)
+            model.load_state_dict(_with_aliases(model, state_dict), strict=True)
         except RuntimeError as error:
             first = str(error).splitlines()[0:3]
             raise UserError(f"{source}: weights do not fit the model config ({' '.join(first)})") from None
@@ -197,21 +230,13 @@ def load_model(
     overrides: dict[str, Any] | None = None,
     expected_type: str | None = None,
     log: Callable[[str], None] = print,
+    flag_overrides: dict[str, Any] | None = None,
 ):
     """Load a checkpoint for evaluation or generation: (model in eval mode, checkpoint)."""
-    ckpt = load_checkpoint(path, flag, expected_type, overrides=overrides)
+    ckpt = load_checkpoint(path, flag, expected_type, overrides=overrides, flag_overrides=flag_overrides)
     model = build_model(ckpt.config, ckpt.state_dict, ckpt.model_type, f"{flag} {path}", log)
     model.eval()
     return model, ckpt
 
 
-def keep_overrides(args: Any, config_class: type) -> dict[str, Any]:
-    """The keep flags given on the command line, as config overrides (``--decoder-layers-to-keep``)."""
-    out = {}
-    for f in dataclasses.fields(config_class):
-        if f.name.endswith("_layers_to_keep") and getattr(args, f.name, None) is not None:
-            out[f.name] = getattr(args, f.name)
-    return out
-
-
-__all__ = ["Checkpoint", "build_model", "copy_checkpoint", "flag_name", "keep_overrides", "load_checkpoint", "load_model", "parse_overrides", "save_checkpoint"]
+__all__ = ["Checkpoint", "build_model", "load_checkpoint", "load_model", "parse_overrides", "recover_dir", "replace_dir", "save_checkpoint"]

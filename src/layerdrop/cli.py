@@ -9,30 +9,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from layerdrop.checkpoint import keep_overrides, load_checkpoint, load_model, parse_overrides, save_checkpoint
+from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
 from layerdrop.config import flag_name
-from layerdrop.data.corpus import EMBEDDED_NAME, load_corpus
-from layerdrop.data.tokenizers import encode_tensor
 from layerdrop.errors import UserError
-from layerdrop.evaluate import evaluate_lm
-from layerdrop.models import LM_MODEL_TYPE, TransformerLMConfig, num_params
+from layerdrop.models import LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerLMConfig, TransformerTranslationConfig, num_params
 from layerdrop.pruning import apply_layers_to_keep
 from layerdrop.train import TrainConfig, train
 
+MODEL_CONFIGS = {"lm": TransformerLMConfig, "translation": TransformerTranslationConfig}
+KEEP_FLAGS = ("encoder_layers_to_keep", "decoder_layers_to_keep")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
-def add_config_flags(parser: argparse.ArgumentParser, config_class: type, only: set[str] | None = None) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, config_class: type, only: set[str] | None = None, seen: set[str] | None = None) -> None:
     """One flag per CLI field of ``config_class``; defaults stay None so we know what the user gave."""
+    seen = set() if seen is None else seen
     for f in dataclasses.fields(config_class):
-        if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
+        if not f.metadata.get("cli", True) or (only is not None and f.name not in only) or f.name in seen:
             continue
+        seen.add(f.name)
         help_text = f"{f.metadata['help']} (default: {f.default})"
         base = str(f.type).split("|")[0].strip()
         if base == "bool" and f.default is False:
@@ -47,14 +50,24 @@ def given(args: argparse.Namespace, config_class: type) -> dict[str, Any]:
     return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if getattr(args, f.name, None) is not None}
 
 
+def keep_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in KEEP_FLAGS if getattr(args, name, None) is not None}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     run = TrainConfig(**given(args, TrainConfig))
-    result = train(run, given(args, TransformerLMConfig))
+    run.validate()
+    config_class = MODEL_CONFIGS[run.task]
+    model_args = given(args, config_class)
+    other = {name for cls in MODEL_CONFIGS.values() for name in given(args, cls)} - set(model_args)
+    if other:
+        raise UserError(f"{', '.join(sorted(flag_name(n) for n in other))}: not a setting of --task {run.task}")
+    result = train(run, model_args)
+    valid = result.valid or {}
     _print_table(
         ["update", "train loss", "valid loss", "best valid", "valid ppl", "train time", "tokens/s"],
-        [[result.update, _fmt(result.train_loss), _fmt(result.valid_loss), _fmt(result.best_valid_loss),
-          _fmt(None if result.valid_loss is None else torch.tensor(result.valid_loss).exp().item(), 2),
-          f"{result.seconds:.0f}s", f"{result.tokens_per_second:,.0f}"]],
+        [[result.update, _fmt(result.train_loss), _fmt(valid.get("loss")), _fmt(result.best_valid_loss),
+          _fmt(valid.get("ppl"), 2), f"{result.seconds:.0f}s", f"{result.tokens_per_second:,.0f}"]],
     )
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130
@@ -62,20 +75,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_for_inference(args: argparse.Namespace, log=print):
-    overrides = parse_overrides(args.model_overrides)
-    overrides.update(keep_overrides(args, TransformerLMConfig))
-    return load_model(args.path, "--path", overrides, expected_type=LM_MODEL_TYPE, log=log)
+    return load_model(args.path, "--path", parse_overrides(args.model_overrides), log=log, flag_overrides=keep_flags(args))
+
+
+def _positive(value: int | None, flag: str, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise UserError(f"{flag}: got {value}; valid: a positive integer")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    _positive(args.batch_size, "--batch-size", allow_none=False)
+    _positive(args.max_valid_steps, "--max-valid-steps")
+    _positive(args.beam, "--beam", allow_none=False)
     model, ckpt = _load_for_inference(args)
+    print(f"num. model params: {num_params(model)}")
+    if ckpt.model_type == TRANSLATION_MODEL_TYPE:
+        return _eval_translation(args, model, ckpt)
+    return _eval_lm(args, model, ckpt)
+
+
+def _eval_lm(args: argparse.Namespace, model, ckpt) -> int:
+    from layerdrop.data.corpus import load_corpus
+    from layerdrop.data.tokenizers import encode_tensor
+    from layerdrop.evaluate import evaluate_lm
+
     run = ckpt.run or {}
     data = args.data if args.data is not None else run.get("data")
     corpus = load_corpus(data, run.get("split_fractions", "0.9,0.05,0.05"))
     tokens = encode_tensor(ckpt.tokenizer, corpus.split(args.split))
-    context = model.cfg.tokens_per_sample
-    print(f"num. model params: {num_params(model)}")
-    result = evaluate_lm(model, tokens, context, args.batch_size, args.max_valid_steps, f"{args.split} split")
+    result = evaluate_lm(model, tokens, model.cfg.tokens_per_sample, args.batch_size, args.max_valid_steps, f"{args.split} split")
     _print_table(
         ["checkpoint", "split", "layers", "loss", "ppl", "tokens", "tokens/s"],
         [[str(args.path), args.split, model.cfg.decoder_layers, f"{result.loss:.4f}", f"{result.perplexity:.2f}",
@@ -84,42 +114,93 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_translation(args: argparse.Namespace, model, ckpt) -> int:
+    import sacrebleu
+
+    from layerdrop.data.parallel import load_parallel
+    from layerdrop.tasks.translation import translate
+
+    run = ckpt.run or {}
+    data = args.data if args.data is not None else run.get("data")
+    corpus = load_parallel(data, run.get("source_lang", "de"), run.get("target_lang", "en"), args.test_subset)
+    sources, references = corpus.split(args.split)
+    if args.max_valid_steps is not None:
+        sources, references = sources[: args.max_valid_steps * args.batch_size], references[: args.max_valid_steps * args.batch_size]
+    start = time.perf_counter()
+    hypotheses = translate(model, ckpt.tokenizer, sources, args.beam, args.lenpen, args.batch_size, progress=sys.stderr.isatty())
+    seconds = time.perf_counter() - start
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references])
+    _print_table(
+        ["checkpoint", "split", "enc layers", "dec layers", "beam", "BLEU", "sentences", "sentences/s"],
+        [[str(args.path), args.split, model.cfg.encoder_layers, model.cfg.decoder_layers, args.beam, f"{bleu.score:.2f}",
+          len(sources), f"{len(sources) / seconds:,.1f}"]],
+    )
+    print(f"| {bleu}")
+    return 0
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
-    keep = keep_overrides(args, TransformerLMConfig)
+    keep = keep_flags(args)
     if not keep:
-        raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4")
-    ckpt = load_checkpoint(args.path, "--path", expected_type=LM_MODEL_TYPE)
-    before = sum(t.numel() for t in ckpt.state_dict.values())
-    print(f"num. model params: {before} (before)")
-    config = dataclasses.replace(ckpt.config, **keep)
-    config.validate()
-    config, state_dict = apply_layers_to_keep(config, ckpt.state_dict)
-    out = save_checkpoint(args.out, ckpt.model_type, config, state_dict, ckpt.tokenizer, run=ckpt.run)
+        raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4 (and/or --encoder-layers-to-keep)")
+    source, out = Path(args.path).resolve(), Path(args.out).resolve()
+    if out.exists():
+        raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
+    if out == source or source in out.parents or out in source.parents:
+        raise UserError(f"--out: {args.out!r} overlaps --path {args.path!r}; valid: a directory outside the checkpoint")
+    ckpt = load_checkpoint(args.path, "--path", flag_overrides=keep)
+    print(f"num. model params: {sum(t.numel() for t in ckpt.state_dict.values())} (before)")
+    ckpt.config.validate()
+    config, state_dict = apply_layers_to_keep(ckpt.config, ckpt.state_dict)
+    written = save_checkpoint(out, ckpt.model_type, config, state_dict, ckpt.tokenizer, run=ckpt.run)
     print(f"num. model params: {sum(t.numel() for t in state_dict.values())}")
-    print(f"| wrote {out}: {config.decoder_layers} layers (original layers {config.decoder_kept_layers})")
+    kept = {s: getattr(config, f"{s}_kept_layers") for s in ("encoder", "decoder") if getattr(config, f"{s}_kept_layers", None)}
+    print(f"| wrote {written}: " + "; ".join(f"{s} keeps original layers {v}" for s, v in kept.items()))
     return 0
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    _positive(args.max_new_tokens, "--max-new-tokens", allow_none=False)
+    _positive(args.top_k, "--top-k")
+    _positive(args.beam, "--beam", allow_none=False)
+    if args.temperature < 0:
+        raise UserError(f"--temperature: got {args.temperature}; valid: 0 (greedy) or more")
+    # Only the generated text goes to stdout, so it can be piped; notes go to stderr.
+    note = lambda message: print(message, file=sys.stderr)
+    model, ckpt = _load_for_inference(args, log=note)
+    start = time.perf_counter()
+    if ckpt.model_type == TRANSLATION_MODEL_TYPE:
+        from layerdrop.tasks.translation import translate
+
+        lines = _read_input(args.input)
+        for line in translate(model, ckpt.tokenizer, lines, args.beam, args.lenpen):
+            print(line)
+        note(f"| {len(lines)} sentences in {time.perf_counter() - start:.2f}s, beam {args.beam}, "
+             f"{model.cfg.encoder_layers} encoder / {model.cfg.decoder_layers} decoder layers")
+        return 0
     from layerdrop.generate import generate
 
-    # Only the generated text goes to stdout, so it can be piped; notes go to stderr.
-    model, ckpt = _load_for_inference(args, log=lambda message: print(message, file=sys.stderr))
     prompt = ckpt.tokenizer.encode(args.prompt)
     if ckpt.tokenizer.kind == "word" and prompt and prompt[-1] == ckpt.tokenizer.eos_id:
         prompt = prompt[:-1]  # a prompt is the start of a line, not a finished one
-    generator = torch.Generator().manual_seed(args.seed)
-    start = time.perf_counter()
-    out = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, generator)
+    out = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - start
-    print(args.prompt + ckpt.tokenizer.decode(out))
-    print(f"| {len(out)} tokens in {seconds:.2f}s ({len(out) / seconds:,.0f} tokens/s), {model.cfg.decoder_layers} layers",
-          file=sys.stderr)
+    print(ckpt.tokenizer.decode(prompt + out))
+    note(f"| {len(out)} tokens in {seconds:.2f}s ({len(out) / seconds:,.0f} tokens/s), {model.cfg.decoder_layers} layers")
     return 0
 
 
+def _read_input(path: str) -> list[str]:
+    if path == "-":
+        return [line.rstrip("\n") for line in sys.stdin]
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--input: cannot read {path!r} ({error}); valid: a UTF-8 text file, one sentence per line, or -") from None
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
 def _print_table(header: list[str], rows: list[list[Any]]) -> None:
@@ -133,7 +214,7 @@ def _print_table(header: list[str], rows: list[list[Any]]) -> None:
 
 
 def _keep_flags(parser: argparse.ArgumentParser) -> None:
-    add_config_flags(parser, TransformerLMConfig, {"decoder_layers_to_keep"})
+    add_config_flags(parser, TransformerTranslationConfig, set(KEEP_FLAGS))
 
 
 def _inference_flags(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +222,8 @@ def _inference_flags(parser: argparse.ArgumentParser) -> None:
     _keep_flags(parser)
     parser.add_argument("--model-overrides", default=None,
                         help="override stored model config at load time, e.g. \"{'decoder_layers_to_keep':'0,2,4'}\"")
+    parser.add_argument("--beam", type=int, default=5, help="translation: beam size (1: greedy)")
+    parser.add_argument("--lenpen", type=float, default=1.0, help="translation: length penalty (score / length**lenpen)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,13 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a model (resumes from SAVE_DIR/checkpoint_last when present)")
     add_config_flags(p, TrainConfig)
-    add_config_flags(p, TransformerLMConfig)
+    seen: set[str] = set()
+    for config_class in MODEL_CONFIGS.values():
+        add_config_flags(p, config_class, seen=seen)
     p.set_defaults(func=_cmd_train)
 
-    p = commands.add_parser("eval", help="loss, perplexity and speed of a checkpoint on a split")
+    p = commands.add_parser("eval", help="LM: loss, perplexity, speed; translation: BLEU")
     _inference_flags(p)
     p.add_argument("--data", default=None, help="corpus (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="valid", help="train, valid or test (default: valid)")
+    p.add_argument("--test-subset", default=None, help="translation: test file stem when there are several (e.g. test_2016_flickr)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-valid-steps", type=int, default=None, help="evaluate at most this many batches")
     p.set_defaults(func=_cmd_eval)
@@ -163,12 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("prune", help="write a smaller checkpoint holding only the kept layers")
     p.add_argument("--path", required=True, help="checkpoint directory to prune")
     _keep_flags(p)
-    p.add_argument("--out", required=True, help="directory for the pruned checkpoint")
+    p.add_argument("--out", required=True, help="new directory for the pruned checkpoint")
     p.set_defaults(func=_cmd_prune)
 
-    p = commands.add_parser("generate", help="sample text from a language model")
+    p = commands.add_parser("generate", help="LM: sample text after --prompt; translation: translate --input")
     _inference_flags(p)
-    p.add_argument("--prompt", default="\n")
+    p.add_argument("--prompt", default="\n", help="LM: text to continue")
+    p.add_argument("--input", default="-", help="translation: file with one sentence per line, or - for stdin")
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
     p.add_argument("--top-k", type=int, default=None)

@@ -20,23 +20,23 @@ def generate(
     model.eval()
     context = model.cfg.tokens_per_sample
     tokens = list(prompt)[-context:] or [0]
+    window = len(tokens)  # how many of the most recent tokens the cache holds
     caches = model.new_caches()
     logits, _ = model(torch.tensor([tokens]), caches=caches, start_pos=0)
-    position = len(tokens)
     out: list[int] = []
     for _ in range(max_new_tokens):
         next_id = _sample(logits[0, -1], temperature, top_k, generator)
         out.append(next_id)
         tokens.append(next_id)
-        if position >= context:
-            # Learned positions end at the context length: re-encode the most recent window.
-            tokens = tokens[-(context - 1) :]
+        if window == context:
+            # Learned positions end at the context length: re-encode the most recent half window,
+            # so the next context/2 tokens are cheap again.
+            window = min(len(tokens), max(1, context // 2))
             caches = model.new_caches()
-            logits, _ = model(torch.tensor([tokens]), caches=caches, start_pos=0)
-            position = len(tokens)
+            logits, _ = model(torch.tensor([tokens[-window:]]), caches=caches, start_pos=0)
         else:
-            logits, _ = model(torch.tensor([[next_id]]), caches=caches, start_pos=position)
-            position += 1
+            logits, _ = model(torch.tensor([[next_id]]), caches=caches, start_pos=window)
+            window += 1
     return out
 
 

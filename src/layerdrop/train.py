@@ -1,21 +1,21 @@
 """The training loop: AdamW, warmup + cosine decay, clipping, periodic evaluation and checkpoints.
 
-Every random choice of update ``n`` (batch offsets, dropout masks, LayerDrop draws) is a function of
+Every random choice of update ``n`` (batches, dropout masks, LayerDrop draws) is a function of
 (seed, n), so a run stopped and resumed from a checkpoint makes exactly the decisions, and logs
 exactly the losses, of an unbroken run. SIGTERM and Ctrl-C finish the current update, save
 ``checkpoint_last`` and stop; running the same command again resumes there.
+
+What is trained on what data is the task's business (``layerdrop.tasks``); this loop is the same for all.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -25,38 +25,38 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from layerdrop.checkpoint import build_model, load_checkpoint, replace_dir, save_checkpoint
+from layerdrop.checkpoint import build_model, load_checkpoint, recover_dir, replace_dir, save_checkpoint
 from layerdrop.config import flag_name, option
-from layerdrop.data.batching import random_batch
-from layerdrop.data.corpus import load_corpus, parse_fractions
-from layerdrop.data.tokenizers import TOKENIZER_KINDS, build_tokenizer, encode_tensor
+from layerdrop.data.corpus import parse_fractions
+from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import UserError
-from layerdrop.evaluate import evaluate_lm
-from layerdrop.models import LM_MODEL_TYPE, TransformerLMConfig, num_params
+from layerdrop.models import num_params
 from layerdrop.nn.layerdrop import derive_seed, layerdrop_lists, set_layerdrop_step
+from layerdrop.optim import learning_rate, make_optimizer, parse_betas
+from layerdrop.signals import StopSignal
 
 # Streams of randomness derived from (seed, update): one each for batches and dropout.
 _BATCH_STREAM, _DROPOUT_STREAM = 1, 2
-# Config fields that fix parameter shapes: a resumed run must keep them.
-ARCHITECTURE_FIELDS = (
-    "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
-    "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
-)
 LOG_FILE = "train_log.jsonl"
+TASK_NAMES = ("lm", "translation")
 
 
 @dataclass
 class TrainConfig:
-    task: str = option("lm", "task: lm (language modeling)")
-    data: str | None = option(None, "corpus directory (train/valid/test files) or one text file; default: embedded Tiny Shakespeare")
-    tokenizer: str = option("char", "tokenizer: char, word (pre-tokenized, <eos> per line) or bpe")
+    task: str = option("lm", f"task: {', '.join(TASK_NAMES)}")
+    data: str | None = option(None, "corpus directory or file; for lm the default is the embedded Tiny Shakespeare")
+    tokenizer: str | None = option(None, "tokenizer: char (lm default), word (pre-tokenized, <eos> per line) or bpe")
     bpe_vocab_size: int = option(8000, "vocabulary size of the BPE tokenizer")
     split_fractions: str = option("0.9,0.05,0.05", "train,valid,test fractions when --data is one file")
+    source_lang: str = option("de", "translation: source language suffix of the data files")
+    target_lang: str = option("en", "translation: target language suffix of the data files")
+    label_smoothing: float = option(0.1, "translation: label smoothing of the cross-entropy")
     save_dir: str = option("checkpoints", "where checkpoints and the training log go")
-    restore_file: str | None = option(None, "checkpoint to start from (default: SAVE_DIR/checkpoint_last when it exists)")
+    restore_file: str | None = option(None, "checkpoint to start from (an existing SAVE_DIR/checkpoint_last is resumed instead)")
+    reset_optimizer: bool = option(False, "with --restore-file: start optimizer, schedule and update count fresh (fine-tuning)")
     seed: int = option(1, "seed for initialisation, batches, dropout and LayerDrop")
     max_update: int = option(2000, "number of updates")
-    batch_size: int = option(12, "sequences per update")
+    batch_size: int = option(12, "sequences (or sentence pairs) per update")
     lr: float = option(1e-3, "peak learning rate")
     min_lr: float = option(1e-4, "learning rate at the end of the cosine decay")
     warmup_updates: int = option(100, "linear warmup updates")
@@ -66,13 +66,12 @@ class TrainConfig:
     validate_interval_updates: int = option(250, "evaluate and save a checkpoint every N updates")
     max_valid_steps: int | None = option(None, "at most this many validation batches per evaluation")
     keep_interval_updates: int = option(2, "keep the last N periodic checkpoints (plus _last and _best)")
-    reset_optimizer: bool = option(False, "with --restore-file: start optimizer, schedule and update count fresh (fine-tuning)")
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
 
     def validate(self) -> None:
-        if self.task != "lm":
-            raise UserError(f"--task: got {self.task!r}; valid: lm")
-        if self.tokenizer not in TOKENIZER_KINDS:
+        if self.task not in TASK_NAMES:
+            raise UserError(f"--task: got {self.task!r}; valid: {', '.join(TASK_NAMES)}")
+        if self.tokenizer is not None and self.tokenizer not in TOKENIZER_KINDS:
             raise UserError(f"--tokenizer: got {self.tokenizer!r}; valid: {', '.join(TOKENIZER_KINDS)}")
         for name in ("max_update", "batch_size", "validate_interval_updates", "bpe_vocab_size"):
             if getattr(self, name) < 1:
@@ -82,68 +81,19 @@ class TrainConfig:
                 raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: zero or more")
         if not self.lr > 0 or self.min_lr < 0:
             raise UserError(f"--lr/--min-lr: got {self.lr}/{self.min_lr}; valid: lr > 0, min-lr >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"--label-smoothing: got {self.label_smoothing}; valid: a number in [0, 1)")
         if self.max_valid_steps is not None and self.max_valid_steps < 1:
             raise UserError(f"--max-valid-steps: got {self.max_valid_steps}; valid: a positive integer")
         parse_betas(self.adam_betas)
         parse_fractions(self.split_fractions)
 
 
-def parse_betas(text: str) -> tuple[float, float]:
-    try:
-        betas = ast.literal_eval(text)
-        if len(betas) == 2 and all(0 <= float(b) < 1 for b in betas):
-            return float(betas[0]), float(betas[1])
-    except (ValueError, SyntaxError, TypeError):
-        pass
-    raise UserError(f"--adam-betas: got {text!r}; valid: two numbers in [0, 1), e.g. '(0.9, 0.99)'")
-
-
-def learning_rate(update: int, run: TrainConfig) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``max_update``."""
-    if update < run.warmup_updates:
-        return run.lr * (update + 1) / (run.warmup_updates + 1)
-    span = max(1, run.max_update - run.warmup_updates)
-    progress = min(1.0, (update - run.warmup_updates) / span)
-    return run.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (run.lr - run.min_lr)
-
-
-def make_optimizer(model: torch.nn.Module, run: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": run.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=run.lr, betas=parse_betas(run.adam_betas))
-
-
-class StopSignal:
-    """Turns the first SIGTERM / Ctrl-C into a request to save and stop; a second Ctrl-C aborts."""
-
-    def __init__(self):
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignal:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
 @dataclass
 class TrainResult:
     update: int
     train_loss: float | None
-    valid_loss: float | None
+    valid: dict[str, float] | None
     best_valid_loss: float | None
     seconds: float
     tokens_per_second: float
@@ -151,33 +101,54 @@ class TrainResult:
     stopped_by: str | None = None
 
 
+def _resolved(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
 def _resume_source(run: TrainConfig) -> tuple[Path | None, str]:
-    """fairseq's rule, made safe to rerun: an existing SAVE_DIR/checkpoint_last resumes the run;
-    otherwise --restore-file (if given) is where training starts."""
+    """fairseq's rule, made safe to rerun: an existing SAVE_DIR/checkpoint_last resumes the run (if it was
+    started from the same --restore-file); otherwise --restore-file, if given, is where training starts."""
     last = Path(run.save_dir) / "checkpoint_last"
+    recover_dir(last)
     if last.is_dir():
-        return last, "checkpoint_last in --save-dir"
+        stored = json.loads((last / "run.json").read_text()).get("restore_file") if (last / "run.json").is_file() else None
+        if run.restore_file is not None and stored != _resolved(run.restore_file):
+            raise UserError(
+                f"--restore-file: got {run.restore_file!r}, but {last} exists and was started from {stored!r}; "
+                "valid: the same --restore-file (to resume that run) or a new --save-dir"
+            )
+        return last, "--save-dir"
     if run.restore_file:
         return Path(run.restore_file), "--restore-file"
     return None, ""
 
 
-def _model_config_for_resume(stored: TransformerLMConfig, model_args: dict[str, Any], source: Path) -> TransformerLMConfig:
-    for name in ARCHITECTURE_FIELDS:
-        if name in model_args and model_args[name] != getattr(stored, name):
-            raise UserError(
-                f"{flag_name(name)}: got {model_args[name]!r} but the checkpoint {source} has {getattr(stored, name)!r}; "
-                "valid: omit the flag or give the stored value (architecture flags cannot change on resume)"
-            )
-    changes = {k: v for k, v in model_args.items() if k not in ARCHITECTURE_FIELDS}
+def _model_config_for_resume(stored: Any, model_args: dict[str, Any], source: Path) -> Any:
+    for name in stored.architecture_fields:
+        if name not in model_args or model_args[name] == getattr(stored, name):
+            continue
+        stack = name[: -len("_layers")] if name.endswith("_layers") else None
+        if stack and getattr(stored, f"{stack}_kept_layers", None) and model_args.get(f"{stack}_layers_to_keep"):
+            continue  # a pruned run resumed with its original command: the keep list sets the depth
+        raise UserError(
+            f"{flag_name(name)}: got {model_args[name]!r} but the checkpoint {source} has {getattr(stored, name)!r}; "
+            "valid: omit the flag or give the stored value (architecture flags cannot change on resume)"
+        )
+    changes = {k: v for k, v in model_args.items() if k not in stored.architecture_fields}
     return dataclasses.replace(stored, **changes)
 
 
 def _truncate_log(path: Path, update: int) -> None:
-    """Drop log lines past the checkpoint we resume from: those updates will be run again."""
+    """Drop log lines past the checkpoint we resume from (those updates run again), and any torn line."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["update"] <= update]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["update"] <= update:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
     path.write_text("".join(line + "\n" for line in kept))
 
 
@@ -204,60 +175,65 @@ def _link_copy(source: Path, target: Path) -> None:
     replace_dir(tmp, target)
 
 
+def _describe(metrics: dict[str, float]) -> str:
+    return " | ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.2f}" for k, v in metrics.items())
+
+
 def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
-    """Train a language model; ``model_args`` are the model flags the user gave (others keep defaults)."""
+    """Train the task's model; ``model_args`` are the model flags the user gave (others keep defaults)."""
+    from layerdrop.tasks import TASKS
+
     run.validate()
     save_dir = Path(run.save_dir)
-    corpus = load_corpus(run.data, run.split_fractions)
+    task = TASKS[run.task](run)
     torch.manual_seed(run.seed)
-    source, source_flag = _resume_source(run)
+    source, flag = _resume_source(run)
     trainer_state = None
     if source is not None:
-        flag = "--restore-file" if source_flag == "--restore-file" else "--save-dir"
-        ckpt = load_checkpoint(source, flag, expected_type=LM_MODEL_TYPE, with_trainer_state=True)
-        log(f"| loading {source} ({source_flag})")
+        ckpt = load_checkpoint(source, flag, expected_type=task.model_type, with_trainer_state=True)
+        log(f"| loading {source} ({'checkpoint_last in --save-dir' if flag == '--save-dir' else flag})")
         tokenizer = ckpt.tokenizer
         config = _model_config_for_resume(ckpt.config, model_args, source)
-        model = build_model(config, ckpt.state_dict, LM_MODEL_TYPE, str(source), log)
-        if model.cfg.decoder_kept_layers != ckpt.config.decoder_kept_layers:
+        model = build_model(config, ckpt.state_dict, task.model_type, str(source), log)
+        pruned_now = any(getattr(model.cfg, f"{s}_kept_layers", None) != getattr(ckpt.config, f"{s}_kept_layers", None)
+                         for s in ("encoder", "decoder"))
+        if pruned_now:
             log("| the model was pruned at load: optimizer and schedule start fresh")
-        elif run.reset_optimizer and source_flag == "--restore-file":
+        elif run.reset_optimizer and flag == "--restore-file":
             log("| --reset-optimizer: optimizer and schedule start fresh")
         else:
             trainer_state = ckpt.trainer_state
     else:
-        tokenizer = build_tokenizer(run.tokenizer, corpus.split("train"), run.bpe_vocab_size)
-        config = TransformerLMConfig(**{**model_args, "vocab_size": len(tokenizer)})
-        model = build_model(config, None, LM_MODEL_TYPE, "model flags", log)
+        tokenizer = task.build_tokenizer()
+        model = build_model(task.new_config(model_args, tokenizer), None, task.model_type, "model flags", log)
     model.train()
     config = model.cfg
-    context = config.tokens_per_sample
-    train_tokens = encode_tensor(tokenizer, corpus.split("train"))
-    valid_tokens = encode_tensor(tokenizer, corpus.texts["valid"]) if corpus.texts.get("valid") else None
+    data_summary = task.prepare(tokenizer, config)
 
-    optimizer = make_optimizer(model, run)
+    optimizer = make_optimizer(model, run.lr, run.weight_decay, parse_betas(run.adam_betas))
     start_update, best_valid = 0, None
     if trainer_state is not None:
-        optimizer.load_state_dict(trainer_state["optimizer"])
+        try:
+            optimizer.load_state_dict(trainer_state["optimizer"])
+        except (ValueError, KeyError) as error:
+            raise UserError(f"{flag} {source}: its optimizer state does not fit the model ({error})") from None
         start_update = int(trainer_state["update"])
         best_valid = trainer_state.get("best_valid_loss")
         log(f"| resuming at update {start_update}")
 
-    log(f"| model: {config.decoder_layers} layers, width {config.decoder_embed_dim}, vocab {config.vocab_size} ({tokenizer.kind})")
+    log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {num_params(model)}")
     for layers in layerdrop_lists(model):
         expected = sum(1 - p for p in layers.drop_rates)
-        log(f"| LayerDrop {layers.name}: p={layers.drop_rates[0] if len(set(layers.drop_rates)) == 1 else layers.drop_rates}, "
-            f"expected {expected:.1f} of {len(layers)} layers run per update ({1 - expected / len(layers):.0%} of layer compute skipped)")
-    log(f"| data: {corpus.source}: {train_tokens.numel():,} train tokens"
-        + (f", {valid_tokens.numel():,} valid tokens" if valid_tokens is not None else ", no valid split"))
+        rates = layers.drop_rates[0] if len(set(layers.drop_rates)) == 1 else layers.drop_rates
+        log(f"| LayerDrop {layers.name}: p={rates}, expected {expected:.1f} of {len(layers)} layers run per update "
+            f"({1 - expected / len(layers):.0%} of layer compute skipped)")
+    log(f"| data: {data_summary}")
 
     save_dir.mkdir(parents=True, exist_ok=True)
     log_path = save_dir / LOG_FILE
     _truncate_log(log_path, start_update)
-    run_json = dataclasses.asdict(run)
-    if run.data:  # so `layerdrop eval` finds the corpus from any working directory
-        run_json["data"] = str(Path(run.data).resolve())
+    run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
     def save(update: int, valid_loss: float | None) -> None:
         nonlocal best_valid
@@ -265,33 +241,30 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         if is_best:
             best_valid = valid_loss
         state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid}
-        written = save_checkpoint(save_dir / "checkpoint_last", LM_MODEL_TYPE, config, model.state_dict(), tokenizer, state, run_json)
+        written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_loss is not None:
             _link_copy(written, save_dir / f"checkpoint_{update}")
             _prune_old_checkpoints(save_dir, run.keep_interval_updates)
         if is_best:
             _link_copy(written, save_dir / "checkpoint_best")
 
-    tokens_per_update = run.batch_size * context
-    train_loss = valid_loss = None
-    smoothed = None
-    seconds = 0.0
+    lists = layerdrop_lists(model)
+    train_loss, valid, smoothed = None, None, None
+    seconds, tokens_seen = 0.0, 0
     # Redirected output (CI, make demo > log) gets a bar redrawn every 30 s, not ten times a second.
     bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar, dynamic_ncols=True, unit="upd",
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    stopped_by = None
     update = start_update
-    with StopSignal() as stop, open(log_path, "a") as log_file:
+    with StopSignal() as stop, open(log_path, "a", buffering=1) as log_file:  # line-buffered: no torn lines
         while update < run.max_update:
             started = time.perf_counter()
             set_layerdrop_step(model, update, run.seed)
             torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
-            inputs, targets = random_batch(train_tokens, run.batch_size, context, batch_rng, "train split")
-            lr = learning_rate(update, run)
+            lr = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, run.max_update)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            _, loss = model(inputs, targets)
+            loss, tokens = task.train_loss(model, batch_rng, update)
             loss.backward()
             if run.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm)
@@ -300,32 +273,29 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             update += 1
             elapsed = time.perf_counter() - started
             seconds += elapsed
+            tokens_seen += tokens
             train_loss = loss.item()
             smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
-            ran = sum(len(layers.last_kept) for layers in layerdrop_lists(model))
-            total = sum(len(layers) for layers in layerdrop_lists(model))
+            ran = sum(len(layers.last_kept) for layers in lists)
+            total = sum(len(layers) for layers in lists)
             log_file.write(json.dumps({"update": update, "loss": train_loss, "lr": lr, "layers": ran,
                                        "ms": round(elapsed * 1000, 3)}) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", ppl=f"{math.exp(min(smoothed, 50)):.1f}",
-                            tok_s=f"{tokens_per_update / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)
+                            tok_s=f"{tokens / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)
             if run.no_progress_bar and (update % 100 == 0 or update == run.max_update):
-                log(f"| update {update:>6} | loss {smoothed:.3f} | lr {lr:.2e} | {tokens_per_update / elapsed:,.0f} tok/s | layers {ran}/{total}")
+                log(f"| update {update:>6} | loss {smoothed:.3f} | lr {lr:.2e} | {tokens / elapsed:,.0f} tok/s | layers {ran}/{total}")
             if update % run.validate_interval_updates == 0 or update == run.max_update:
-                if valid_tokens is not None:
-                    result = evaluate_lm(model, valid_tokens, context, run.batch_size, run.max_valid_steps, "valid split")
-                    valid_loss = result.loss
-                    bar.write(f"| valid at update {update}: loss {valid_loss:.4f} | ppl {result.perplexity:.2f}")
-                log_file.flush()
-                save(update, valid_loss)
+                valid = task.validate(model)
+                if valid is not None:
+                    bar.write(f"| valid at update {update}: {_describe(valid)}")
+                save(update, None if valid is None else valid["loss"])
             if stop.received is not None:
-                stopped_by = signal.Signals(stop.received).name
-                log_file.flush()
                 save(update, None)
                 break
     bar.close()
-    result = TrainResult(update, train_loss, valid_loss, best_valid, seconds,
-                         tokens_per_update * (update - start_update) / seconds if seconds else 0.0, save_dir, stopped_by)
+    stopped_by = stop.name
     if stopped_by:
         log(f"| stopped by {stopped_by} at update {update}; saved {save_dir / 'checkpoint_last'}; run the same command to resume")
-    return result
+    return TrainResult(update, train_loss, valid, best_valid, seconds, tokens_seen / seconds if seconds else 0.0,
+                       save_dir, stopped_by)

@@ -18,6 +18,9 @@ from layerdrop.errors import UserError
 
 TOKENIZER_KINDS = ("char", "word", "bpe")
 UNK, EOS = "<unk>", "<eos>"
+# Special tokens of the BPE vocabulary, ids 0-4 in this order (padding, sentence bounds, masking).
+PAD, BOS, EOS_BPE, MASK = "<pad>", "<s>", "</s>", "<mask>"
+SPECIALS = (PAD, BOS, EOS_BPE, UNK, MASK)
 
 
 class CharTokenizer:
@@ -74,7 +77,14 @@ class WordTokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return " ".join(self.vocab[i] for i in ids).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        lines, words = [], []
+        for i in ids:
+            if i == self.eos_id:
+                lines.append(" ".join(words))
+                words = []
+            else:
+                words.append(self.vocab[i])
+        return "\n".join(lines + [" ".join(words)])
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "vocab": self.vocab}
@@ -87,20 +97,29 @@ class BPETokenizer:
         self.tokenizer = tokenizer
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> BPETokenizer:
+    def train(cls, text: str, vocab_size: int, sentences: bool = False) -> BPETokenizer:
+        """Byte-level BPE; ``sentences=True`` treats each line as one sentence (a leading space is
+        added so a sentence's first word is tokenized like any other word)."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=sentences)
         tokenizer.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            special_tokens=[UNK],
+            special_tokens=list(SPECIALS),
             show_progress=False,
         )
-        tokenizer.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+        lines = text.splitlines() if sentences else text.splitlines(keepends=True)
+        tokenizer.train_from_iterator(lines, trainer=trainer)
         return cls(tokenizer)
+
+    def token_id(self, token: str) -> int:
+        return self.tokenizer.token_to_id(token)
+
+    def encode_sentences(self, sentences: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.tokenizer.encode_batch(sentences)]
 
     def __len__(self) -> int:
         return self.tokenizer.get_vocab_size()
@@ -112,7 +131,7 @@ class BPETokenizer:
         return ids
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids)
+        return self.tokenizer.decode(ids).strip(" ") if self.tokenizer.pre_tokenizer.add_prefix_space else self.tokenizer.decode(ids)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "tokenizer": json.loads(self.tokenizer.to_str())}
@@ -121,13 +140,13 @@ class BPETokenizer:
 Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
 
 
-def build_tokenizer(kind: str, train_text: str, bpe_vocab_size: int = 8000) -> Tokenizer:
+def build_tokenizer(kind: str, train_text: str, bpe_vocab_size: int = 8000, sentences: bool = False) -> Tokenizer:
     if kind == "char":
         return CharTokenizer.train(train_text)
     if kind == "word":
         return WordTokenizer.train(train_text)
     if kind == "bpe":
-        return BPETokenizer.train(train_text, bpe_vocab_size)
+        return BPETokenizer.train(train_text, bpe_vocab_size, sentences)
     raise UserError(f"--tokenizer: got {kind!r}; valid: {', '.join(TOKENIZER_KINDS)}")
 
 
@@ -151,8 +170,11 @@ def tokenizer_from_json(data: dict, source: str) -> Tokenizer:
 def load_tokenizer(path: Path) -> Tokenizer:
     try:
         data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: cannot read the tokenizer ({error}); valid: a tokenizer.json written by layerdrop") from None
+    try:
         return tokenizer_from_json(data, str(path))
-    except (OSError, json.JSONDecodeError, KeyError, Exception) as error:
+    except (KeyError, TypeError, ValueError, Exception) as error:  # the tokenizers library raises its own types
         if isinstance(error, UserError):
             raise
         raise UserError(f"{path}: cannot read the tokenizer ({error}); valid: a tokenizer.json written by layerdrop") from None

@@ -40,6 +40,12 @@ class TransformerLMConfig:
     bias: bool = option(True, "biases in linear layers and LayerNorms")
     decoder_kept_layers: list[int] | None = option(None, "original indices of the layers of a pruned model", cli=False)
 
+    # Fields that fix parameter shapes: a resumed run must keep them.
+    architecture_fields = (
+        "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
+        "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
+    )
+
     def validate(self) -> None:
         positive = ["decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads", "tokens_per_sample"]
         for name in positive:

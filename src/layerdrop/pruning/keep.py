@@ -27,10 +27,12 @@ def _stacks_of(config: Any) -> list[str]:
     return [s for s in STACKS if hasattr(config, f"{s}_layers")]
 
 
-def _as_items(value: str | Sequence[int]) -> list[Any]:
+def _as_items(value: str | int | Sequence[int]) -> list[Any]:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",")] if value.strip() else []
-    return list(value)
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]  # a single index given as a number (e.g. from --model-overrides)
 
 
 def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str = "--layers-to-keep") -> list[int]:

@@ -1,0 +1,126 @@
+"""An encoder-decoder Transformer for translation, with LayerDrop on both stacks.
+
+The encoder is bidirectional with a source padding mask; the decoder is causal and attends to the
+encoder output. With a joint BPE vocabulary, source embeddings, target embeddings and the output
+projection share one matrix (``share_all_embeddings``). Layers live under ``encoder.layers.N.`` and
+``decoder.layers.N.``, so either side prunes on its own with the one pruning function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerdrop.config import flag_name, option
+from layerdrop.errors import UserError
+from layerdrop.nn.attention import KVCache
+from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
+
+MODEL_TYPE = "transformer_translation"
+
+
+@dataclass
+class TransformerTranslationConfig:
+    vocab_size: int = option(0, "joint vocabulary size (set from the tokenizer)", cli=False)
+    encoder_layers: int = option(6, "number of encoder layers")
+    encoder_embed_dim: int = option(256, "encoder width")
+    encoder_ffn_embed_dim: int = option(1024, "encoder FFN hidden width")
+    encoder_attention_heads: int = option(4, "encoder attention heads")
+    encoder_normalize_before: bool = option(True, "pre-LayerNorm in the encoder")
+    encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
+    encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
+    decoder_layers: int = option(6, "number of decoder layers")
+    decoder_embed_dim: int = option(256, "decoder width")
+    decoder_ffn_embed_dim: int = option(1024, "decoder FFN hidden width")
+    decoder_attention_heads: int = option(4, "decoder attention heads")
+    decoder_normalize_before: bool = option(True, "pre-LayerNorm in the decoder")
+    decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
+    decoder_layers_to_keep: str | None = option(None, "keep only these decoder layers, e.g. 0,2,4 (prunes the model at load)")
+    max_source_positions: int = option(256, "longest source sentence in tokens")
+    max_target_positions: int = option(256, "longest target sentence in tokens")
+    dropout: float = option(0.1, "dropout on embeddings and residual branches")
+    attention_dropout: float = option(0.0, "dropout on attention weights")
+    activation_dropout: float = option(0.0, "dropout after the FFN activation")
+    share_all_embeddings: bool = option(True, "one embedding matrix for source, target and output (joint vocabulary)")
+    bias: bool = option(True, "biases in linear layers and LayerNorms")
+    pad_id: int = option(0, "padding token id", cli=False)
+    bos_id: int = option(1, "beginning-of-sentence token id", cli=False)
+    eos_id: int = option(2, "end-of-sentence token id", cli=False)
+    encoder_kept_layers: list[int] | None = option(None, "original indices of the encoder layers of a pruned model", cli=False)
+    decoder_kept_layers: list[int] | None = option(None, "original indices of the decoder layers of a pruned model", cli=False)
+
+    architecture_fields = (
+        "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+        "encoder_normalize_before", "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
+        "decoder_attention_heads", "decoder_normalize_before", "max_source_positions", "max_target_positions",
+        "share_all_embeddings", "bias",
+    )
+
+    def validate(self) -> None:
+        for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+                     "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
+                     "max_source_positions", "max_target_positions"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
+        for side in ("encoder", "decoder"):
+            dim, heads = getattr(self, f"{side}_embed_dim"), getattr(self, f"{side}_attention_heads")
+            if dim % heads:
+                raise UserError(f"--{side}-attention-heads: got {heads}; valid: a divisor of --{side}-embed-dim ({dim})")
+        if self.encoder_embed_dim != self.decoder_embed_dim:
+            raise UserError(
+                f"--decoder-embed-dim: got {self.decoder_embed_dim}; valid: equal to --encoder-embed-dim "
+                f"({self.encoder_embed_dim}), as the decoder attends to encoder states"
+            )
+        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+
+
+def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
+    get = lambda name: getattr(cfg, f"{side}_{name}")
+    return StackSpec(
+        vocab_size=cfg.vocab_size, layers=get("layers"), embed_dim=get("embed_dim"), ffn_dim=get("ffn_embed_dim"),
+        heads=get("attention_heads"),
+        max_positions=cfg.max_source_positions if side == "encoder" else cfg.max_target_positions,
+        dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+        layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias,
+        causal=side == "decoder", cross_attention=side == "decoder",
+    )
+
+
+class TransformerTranslation(nn.Module):
+    model_type = MODEL_TYPE
+
+    def __init__(self, cfg: TransformerTranslationConfig):
+        super().__init__()
+        cfg.validate()
+        if cfg.encoder_layers_to_keep or cfg.decoder_layers_to_keep:
+            raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
+        self.cfg = cfg
+        self.encoder = TransformerStack(_spec(cfg, "encoder"), name="encoder")
+        shared = self.encoder.embed_tokens if cfg.share_all_embeddings else None
+        self.decoder = TransformerStack(_spec(cfg, "decoder"), name="decoder", embed_tokens=shared)
+        init_weights(self, cfg.encoder_layers + cfg.decoder_layers)
+
+    def encode(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        padding_mask = src_tokens.eq(self.cfg.pad_id)
+        return self.encoder(src_tokens, padding_mask=padding_mask), padding_mask
+
+    def decode(
+        self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor,
+        caches: list[KVCache] | None = None, start_pos: int = 0,
+    ) -> torch.Tensor:
+        hidden = self.decoder(prev_tokens, caches, start_pos, memory=memory, memory_padding_mask=memory_padding_mask)
+        return F.linear(hidden, self.decoder.embed_tokens.weight)
+
+    def forward(self, src_tokens: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
+        memory, mask = self.encode(src_tokens)
+        return self.decode(prev_tokens, memory, mask)
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in range(len(self.decoder.layers))]

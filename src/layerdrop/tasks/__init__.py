@@ -1,0 +1,9 @@
+"""A task is data + loss + metric for one kind of model. The trainer asks a task for: a tokenizer,
+a model config, the loss of update n, and validation metrics (a dict with "loss")."""
+
+from layerdrop.tasks.language_modeling import LanguageModelingTask
+from layerdrop.tasks.translation import TranslationTask
+
+TASKS = {task.name: task for task in (LanguageModelingTask, TranslationTask)}
+
+__all__ = ["TASKS", "LanguageModelingTask", "TranslationTask"]
