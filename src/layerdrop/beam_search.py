@@ -22,7 +22,10 @@ def beam_search(
     cfg = model.cfg
     batch = src_tokens.shape[0]
     src_lengths = src_tokens.ne(cfg.pad_id).sum(dim=1)
-    max_len = min(cfg.max_target_positions - 1, int(max_len_a * int(src_lengths.max()) + max_len_b))
+    # Each sentence's own length limit (not the batch's), so batching never changes a translation.
+    limits = (max_len_a * src_lengths.float() + max_len_b).long().clamp(max=cfg.max_target_positions - 1)
+    row_limits = limits.repeat_interleave(beam)
+    max_len = int(limits.max())
     memory, memory_mask = model.encode(src_tokens)
     memory = memory.repeat_interleave(beam, dim=0)
     memory_mask = memory_mask.repeat_interleave(beam, dim=0)
@@ -37,10 +40,11 @@ def beam_search(
         lprobs = torch.log_softmax(logits.float(), dim=-1)
         lprobs[:, cfg.pad_id] = float("-inf")
         lprobs[:, cfg.bos_id] = float("-inf")
-        if step == max_len - 1:  # out of room: every hypothesis ends here
-            eos = lprobs[:, cfg.eos_id].clone()
-            lprobs.fill_(float("-inf"))
-            lprobs[:, cfg.eos_id] = eos
+        out_of_room = row_limits.eq(step + 1)  # these hypotheses must end here
+        if out_of_room.any():
+            eos = lprobs[out_of_room, cfg.eos_id].clone()
+            lprobs[out_of_room] = float("-inf")
+            lprobs[out_of_room, cfg.eos_id] = eos
         vocab = lprobs.shape[1]
         candidates = (scores.view(-1, 1) + lprobs).view(batch, beam * vocab)
         top_scores, top_index = candidates.topk(min(2 * beam, beam * vocab), dim=1)
@@ -77,6 +81,7 @@ def beam_search(
         for cache in caches:
             cache.reorder(order)
         memory, memory_mask = memory.index_select(0, order), memory_mask.index_select(0, order)
+        row_limits = row_limits.index_select(0, order)
         tokens = torch.cat([tokens.index_select(0, order), torch.tensor(next_tokens).view(-1, 1)], dim=1)
         scores = torch.tensor(next_scores).view(batch, beam)
     return [max(hyps, key=lambda h: h[0])[1] if hyps else [] for hyps in finished]
