@@ -20,11 +20,15 @@ import torch
 from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
 from layerdrop.config import flag_name
 from layerdrop.errors import UserError
-from layerdrop.models import LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerLMConfig, TransformerTranslationConfig, num_params
+from layerdrop.models import (
+    ENCODER_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
+    num_params,
+)
 from layerdrop.pruning import apply_layers_to_keep
 from layerdrop.train import TrainConfig, train
 
-MODEL_CONFIGS = {"lm": TransformerLMConfig, "translation": TransformerTranslationConfig}
+MODEL_CONFIGS = {"lm": TransformerLMConfig, "masked_lm": TransformerEncoderConfig,
+                 "classification": TransformerEncoderConfig, "translation": TransformerTranslationConfig}
 KEEP_FLAGS = ("encoder_layers_to_keep", "decoder_layers_to_keep")
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -93,7 +97,44 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"num. model params: {num_params(model)}")
     if ckpt.model_type == TRANSLATION_MODEL_TYPE:
         return _eval_translation(args, model, ckpt)
+    if ckpt.model_type == ENCODER_MODEL_TYPE:
+        return _eval_encoder(args, model, ckpt)
     return _eval_lm(args, model, ckpt)
+
+
+def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
+    run = ckpt.run or {}
+    data = args.data if args.data is not None else run.get("data")
+    layers = model.cfg.encoder_layers
+    if model.cfg.num_classes:
+        from layerdrop.data.glue import load_glue
+        from layerdrop.tasks.classification import encode_examples, evaluate_classifier
+
+        examples = load_glue(data, args.split)
+        index = {name: i for i, name in enumerate(model.cfg.label_names)}
+        unknown = sorted(set(examples.labels) - set(index))
+        if unknown:
+            raise UserError(f"--data {data}: the {args.split} split has labels {unknown}; the model knows {model.cfg.label_names}")
+        start = time.perf_counter()
+        metrics = evaluate_classifier(model, encode_examples(ckpt.tokenizer, examples, model.cfg),
+                                      [index[label] for label in examples.labels], args.batch_size)
+        seconds = time.perf_counter() - start
+        header = ["checkpoint", "split", "layers", "accuracy"] + (["F1"] if "f1" in metrics else []) + ["examples", "examples/s"]
+        row = [str(args.path), args.split, layers, f"{metrics['accuracy']:.2f}"] + (
+            [f"{metrics['f1']:.2f}"] if "f1" in metrics else []) + [len(examples.labels), f"{len(examples.labels) / seconds:,.0f}"]
+        _print_table(header, [row])
+        return 0
+    from layerdrop.tasks.masked_lm import MaskedLMTask, evaluate_masked_lm
+
+    task = MaskedLMTask(TrainConfig(task="masked_lm", data=data, split_fractions=run.get("split_fractions", "0.9,0.05,0.05")))
+    task.config, task.block = model.cfg, model.cfg.tokens_per_sample - 1
+    stream = task.stream(ckpt.tokenizer, task.corpus.split(args.split))
+    start = time.perf_counter()
+    metrics = evaluate_masked_lm(task, model, stream, args.batch_size, args.max_valid_steps)
+    _print_table(["checkpoint", "split", "layers", "masked-LM loss", "ppl", "tokens/s"],
+                 [[str(args.path), args.split, layers, f"{metrics['loss']:.4f}", f"{metrics['ppl']:.2f}",
+                   f"{stream.numel() / (time.perf_counter() - start):,.0f}"]])
+    return 0
 
 
 def _eval_lm(args: argparse.Namespace, model, ckpt) -> int:
@@ -237,10 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(p, config_class, seen=seen)
     p.set_defaults(func=_cmd_train)
 
-    p = commands.add_parser("eval", help="LM: loss, perplexity, speed; translation: BLEU")
+    p = commands.add_parser("eval", help="LM: loss, perplexity, speed; translation: BLEU; classifier: accuracy, F1")
     _inference_flags(p)
     p.add_argument("--data", default=None, help="corpus (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="valid", help="train, valid or test (default: valid)")
+    p.add_argument("--split", default="valid", help="train, valid or test (default: valid; GLUE: valid is dev.tsv)")
     p.add_argument("--test-subset", default=None, help="translation: test file stem when there are several (e.g. test_2016_flickr)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-valid-steps", type=int, default=None, help="evaluate at most this many batches")

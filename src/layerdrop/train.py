@@ -38,7 +38,7 @@ from layerdrop.signals import StopSignal
 # Streams of randomness derived from (seed, update): one each for batches and dropout.
 _BATCH_STREAM, _DROPOUT_STREAM = 1, 2
 LOG_FILE = "train_log.jsonl"
-TASK_NAMES = ("lm", "translation")
+TASK_NAMES = ("lm", "masked_lm", "classification", "translation")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class TrainConfig:
     source_lang: str = option("de", "translation: source language suffix of the data files")
     target_lang: str = option("en", "translation: target language suffix of the data files")
     label_smoothing: float = option(0.1, "translation: label smoothing of the cross-entropy")
+    mask_prob: float = option(0.15, "masked_lm: share of tokens chosen for prediction (80/10/10 mask/random/same)")
     save_dir: str = option("checkpoints", "where checkpoints and the training log go")
     restore_file: str | None = option(None, "checkpoint to start from (an existing SAVE_DIR/checkpoint_last is resumed instead)")
     reset_optimizer: bool = option(False, "with --restore-file: start optimizer, schedule and update count fresh (fine-tuning)")
@@ -81,6 +82,8 @@ class TrainConfig:
                 raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: zero or more")
         if not self.lr > 0 or self.min_lr < 0:
             raise UserError(f"--lr/--min-lr: got {self.lr}/{self.min_lr}; valid: lr > 0, min-lr >= 0")
+        if not 0 < self.mask_prob < 1:
+            raise UserError(f"--mask-prob: got {self.mask_prob}; valid: a number in (0, 1)")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing: got {self.label_smoothing}; valid: a number in [0, 1)")
         if self.max_valid_steps is not None and self.max_valid_steps < 1:
@@ -194,11 +197,14 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         log(f"| loading {source} ({'checkpoint_last in --save-dir' if flag == '--save-dir' else flag})")
         tokenizer = ckpt.tokenizer
         config = _model_config_for_resume(ckpt.config, model_args, source)
-        model = build_model(config, ckpt.state_dict, task.model_type, str(source), log)
+        state_dict, adapted = ckpt.state_dict, False
+        if hasattr(task, "adapt_checkpoint"):  # e.g. a masked-LM encoder gets a classification head
+            config, state_dict, adapted = task.adapt_checkpoint(config, state_dict)
+        model = build_model(config, state_dict, task.model_type, str(source), log)
         pruned_now = any(getattr(model.cfg, f"{s}_kept_layers", None) != getattr(ckpt.config, f"{s}_kept_layers", None)
                          for s in ("encoder", "decoder"))
-        if pruned_now:
-            log("| the model was pruned at load: optimizer and schedule start fresh")
+        if pruned_now or adapted:
+            log(f"| the model was {'pruned' if pruned_now else 'given a new head'} at load: optimizer and schedule start fresh")
         elif run.reset_optimizer and flag == "--restore-file":
             log("| --reset-optimizer: optimizer and schedule start fresh")
         else:

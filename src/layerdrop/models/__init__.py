@@ -1,3 +1,5 @@
+from layerdrop.models.encoder import MODEL_TYPE as ENCODER_MODEL_TYPE
+from layerdrop.models.encoder import TransformerEncoderConfig, TransformerEncoderModel
 from layerdrop.models.transformer_lm import MODEL_TYPE as LM_MODEL_TYPE
 from layerdrop.models.transformer_lm import TransformerLM, TransformerLMConfig, num_params
 from layerdrop.models.translation import MODEL_TYPE as TRANSLATION_MODEL_TYPE
@@ -7,9 +9,10 @@ from layerdrop.models.translation import TransformerTranslation, TransformerTran
 MODEL_TYPES = {
     LM_MODEL_TYPE: (TransformerLMConfig, TransformerLM),
     TRANSLATION_MODEL_TYPE: (TransformerTranslationConfig, TransformerTranslation),
+    ENCODER_MODEL_TYPE: (TransformerEncoderConfig, TransformerEncoderModel),
 }
 
 __all__ = [
-    "LM_MODEL_TYPE", "MODEL_TYPES", "TRANSLATION_MODEL_TYPE", "TransformerLM", "TransformerLMConfig",
+    "ENCODER_MODEL_TYPE", "LM_MODEL_TYPE", "MODEL_TYPES", "TransformerEncoderConfig", "TransformerEncoderModel", "TRANSLATION_MODEL_TYPE", "TransformerLM", "TransformerLMConfig",
     "TransformerTranslation", "TransformerTranslationConfig", "num_params",
 ]

@@ -1,0 +1,127 @@
+"""A RoBERTa-style bidirectional encoder with LayerDrop: a masked-LM head for pretraining and an
+optional classification head (on the first token, ``<s>``) for sentence(-pair) tasks.
+
+Layers live under ``encoder.layers.N.``, so the one pruning function prunes it before or after
+fine-tuning. A masked-LM checkpoint (``num_classes = 0``) becomes a classifier when fine-tuned: the
+classification head is added, everything else is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from layerdrop.config import flag_name, option
+from layerdrop.errors import UserError
+from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
+
+MODEL_TYPE = "transformer_encoder"
+
+
+@dataclass
+class TransformerEncoderConfig:
+    vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
+    encoder_layers: int = option(6, "number of encoder layers")
+    encoder_embed_dim: int = option(256, "encoder width")
+    encoder_ffn_embed_dim: int = option(1024, "encoder FFN hidden width")
+    encoder_attention_heads: int = option(4, "encoder attention heads")
+    encoder_normalize_before: bool = option(True, "pre-LayerNorm in the encoder")
+    tokens_per_sample: int = option(256, "context length in tokens (also the number of learned positions)")
+    dropout: float = option(0.1, "dropout on embeddings and residual branches")
+    attention_dropout: float = option(0.0, "dropout on attention weights")
+    activation_dropout: float = option(0.0, "dropout after the FFN activation")
+    encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
+    encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
+    bias: bool = option(True, "biases in linear layers and LayerNorms")
+    num_classes: int = option(0, "classes of the classification head (0: masked LM only; set from the data)", cli=False)
+    label_names: list[str] | None = option(None, "the class labels, in id order", cli=False)
+    pad_id: int = option(0, "padding token id", cli=False)
+    bos_id: int = option(1, "<s> token id", cli=False)
+    eos_id: int = option(2, "</s> token id", cli=False)
+    mask_id: int = option(4, "<mask> token id", cli=False)
+    encoder_kept_layers: list[int] | None = option(None, "original indices of the encoder layers of a pruned model", cli=False)
+
+    architecture_fields = (
+        "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
+        "encoder_normalize_before", "tokens_per_sample", "bias",
+    )
+
+    def validate(self) -> None:
+        for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads", "tokens_per_sample"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
+        if self.encoder_embed_dim % self.encoder_attention_heads:
+            raise UserError(f"--encoder-attention-heads: got {self.encoder_attention_heads}; valid: a divisor of "
+                            f"--encoder-embed-dim ({self.encoder_embed_dim})")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+
+
+class MaskedLMHead(nn.Module):
+    """RoBERTa's head: dense, GELU, LayerNorm, then the (tied) embedding matrix plus a bias."""
+
+    def __init__(self, dim: int, embedding: nn.Embedding, bias: bool):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim, bias=bias)
+        self.layer_norm = nn.LayerNorm(dim, bias=bias)
+        self.embedding = embedding
+        self.bias = nn.Parameter(torch.zeros(embedding.num_embeddings))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(hidden))), self.embedding.weight, self.bias)
+
+
+class ClassificationHead(nn.Module):
+    """RoBERTa's head on the <s> token: dense, tanh, dropout, projection to the classes."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.dense = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(dim, num_classes)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(hidden[:, 0])
+        return self.out_proj(self.dropout(torch.tanh(self.dense(x))))
+
+
+class TransformerEncoderModel(nn.Module):
+    model_type = MODEL_TYPE
+
+    def __init__(self, cfg: TransformerEncoderConfig):
+        super().__init__()
+        cfg.validate()
+        if cfg.encoder_layers_to_keep:
+            raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
+        self.cfg = cfg
+        spec = StackSpec(
+            vocab_size=cfg.vocab_size, layers=cfg.encoder_layers, embed_dim=cfg.encoder_embed_dim,
+            ffn_dim=cfg.encoder_ffn_embed_dim, heads=cfg.encoder_attention_heads, max_positions=cfg.tokens_per_sample,
+            dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
+            layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, causal=False,
+        )
+        self.encoder = TransformerStack(spec, name="encoder")
+        self.lm_head = MaskedLMHead(cfg.encoder_embed_dim, self.encoder.embed_tokens, cfg.bias)
+        self.classification_head = (
+            ClassificationHead(cfg.encoder_embed_dim, cfg.num_classes, cfg.dropout) if cfg.num_classes > 0 else None
+        )
+        init_weights(self, cfg.encoder_layers)
+
+    @property
+    def layers(self):
+        return self.encoder.layers
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Hidden states (batch, length, dim); padding positions are masked out of attention."""
+        return self.encoder(tokens, padding_mask=tokens.eq(self.cfg.pad_id))
+
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.classification_head is None:
+            raise ValueError("this encoder has no classification head (num_classes = 0)")
+        return self.classification_head(self(tokens))
