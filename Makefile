@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-tasks clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/nanogpt_quality.py
+
+# Long task studies on ../shared/data (about an hour each on 2 cores; see README).
+bench-tasks: $(STAMP)
+	$(PY) benchmarks/translation_depth.py
+	$(PY) benchmarks/sst2_depth.py
 
 clean:
 	rm -rf $(VENV) runs

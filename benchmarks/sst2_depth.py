@@ -4,7 +4,7 @@ pruned to every other layer before fine-tuning (the paper's recipe).
 Two masked-LM encoders (6 layers, width 256) pretrain on WikiText-2 train for the same number of
 updates, one with encoder LayerDrop 0.5. Each is then fine-tuned on SST-2 train (without LayerDrop)
 twice: at full depth and pruned to layers 0,2,4 with --encoder-layers-to-keep; dev accuracy is the
-metric. All settings were fixed beforehand; the dev set only scores.
+metric, scored on checkpoint_last. All settings were fixed beforehand; the dev set only scores.
 
 Writes benchmarks/results/sst2_depth.json.
 Usage: python benchmarks/sst2_depth.py [--shared ../shared/data] [--pretrain-updates 1000] [--finetune-updates 1200]
@@ -80,7 +80,8 @@ def main() -> None:
             layerdrop(*finetune)
             entry.setdefault("finetune_seconds", {})[depth] = compute_seconds(save_dir)
             entry.setdefault("finetune_commands", {})[depth] = "layerdrop " + " ".join(finetune)
-            out, _ = layerdrop("eval", "--path", f"{save_dir}/checkpoint_best", "--split", "valid")
+            # checkpoint_last: the dev set scores the model but never picks the checkpoint
+            out, _ = layerdrop("eval", "--path", f"{save_dir}/checkpoint_last", "--split", "valid")
             row = re.search(r"valid\s+(\d+)\s+([\d.]+)\s+([\d.]+)", out)
             entry["accuracy"][depth] = float(row.group(2))
             entry.setdefault("f1", {})[depth] = float(row.group(3))

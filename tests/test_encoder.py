@@ -101,6 +101,46 @@ def test_tsv_errors_name_the_file_and_what_is_valid(tmp_path):
         load_glue(tmp_path / "missing", "train")
 
 
+def test_roberta_pair_encoding_and_longest_first_truncation():
+    from layerdrop.data.glue import Examples
+    from layerdrop.data.tokenizers import BPETokenizer
+    from layerdrop.tasks.classification import encode_examples
+
+    tok = BPETokenizer.train("a b c d e f g h\n", 300, sentences=True)
+    config = TransformerEncoderConfig(vocab_size=len(tok), tokens_per_sample=10, pad_id=0, bos_id=1, eos_id=2)
+    a, b = "a b c d e f g", "h"
+    (ids,) = encode_examples(tok, Examples([(a, b)], ["x"]), config)
+    first, second = tok.encode_sentences([a, b])
+    assert len(ids) == 10 and ids[0] == 1 and ids[-1] == 2
+    assert ids[1:6] == first[:5] and ids[6:8] == [2, 2] and ids[8:9] == second  # the longer segment lost its tail
+    (single,) = encode_examples(tok, Examples([(a,)], ["x"]), config)
+    assert single == [1] + first[:8] + [2]
+
+
+def test_dev_errors_and_tiny_context_are_refused(tmp_path):
+    from layerdrop.tasks.classification import ClassificationTask
+    from layerdrop.train import TrainConfig
+
+    data = write_toy_sentiment(tmp_path / "sst")
+    (data / "dev.tsv").write_text("sentence\tlabel\nfine\n")
+    task = ClassificationTask(TrainConfig(task="classification", data=str(data)))
+    tok = task.build_tokenizer()
+    with pytest.raises(UserError, match="dev.tsv line 2 has 1 fields"):
+        task.prepare(tok, task.new_config({}, tok))
+    with pytest.raises(UserError, match="--tokens-per-sample: got 2; valid: at least 3"):
+        task.prepare(tok, task.new_config({"tokens_per_sample": 2}, tok))
+
+
+def test_generate_refuses_an_encoder_checkpoint(tmp_path):
+    from layerdrop.checkpoint import save_checkpoint
+    from layerdrop.data.tokenizers import build_tokenizer
+
+    model = tiny_encoder()
+    path = save_checkpoint(tmp_path / "enc", ENCODER_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "ab"))
+    proc = run_cli("generate", "--path", str(path), check_rc=2)
+    assert "holds a 'transformer_encoder' model; generate needs" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_metrics():
     metrics = classification_metrics([1, 1, 0, 0], [1, 0, 0, 1], 2)
     assert metrics == {"accuracy": 50.0, "f1": 50.0}

@@ -32,26 +32,52 @@ def sources(rows=3, length=7, seed=0):
     return src
 
 
+def copy_trained_model() -> TransformerTranslation:
+    """A tiny model trained briefly to copy its input, so its hypotheses end (EOS) well before the length limit."""
+    model = tiny_translation(seed=3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(120):
+        src = torch.randint(5, 40, (32, 5), generator=g)
+        src[:, -1] = 2
+        prev = torch.cat([torch.ones(32, 1, dtype=torch.long), src[:, :-1]], dim=1)
+        loss = torch.nn.functional.cross_entropy(model(src, prev).reshape(-1, 40), src.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
 def test_beam_one_is_greedy_decoding():
-    model = tiny_translation().eval()
-    src = sources()
-    assert beam_search(model, src, beam=1) == greedy_decode(model, src)
+    for model in (tiny_translation().eval(), copy_trained_model()):
+        src = sources()
+        assert beam_search(model, src, beam=1) == greedy_decode(model, src)
+    hypotheses = beam_search(model, src, beam=3)
+    limits = [int(1.5 * int(row.ne(0).sum())) + 10 - 1 for row in src]
+    assert any(len(h) < limit for h, limit in zip(hypotheses, limits))  # the EOS path was exercised
 
 
-def test_wider_beam_never_scores_worse_than_greedy():
-    model = tiny_translation(seed=1).eval()
-    src = sources(seed=1)
+def test_beam_search_leaves_the_model_mode_alone():
+    model = tiny_translation().train()
+    beam_search(model, sources(), beam=2)
+    greedy_decode(model, sources())
+    assert model.training
 
-    def logprob(row, hypothesis):
-        memory, mask = model.encode(src[row : row + 1])
-        prev = torch.tensor([[1] + hypothesis])
-        lprobs = torch.log_softmax(model.decode(prev, memory, mask)[0], dim=-1)
-        return sum(lprobs[i, t].item() for i, t in enumerate(hypothesis + [2]))
 
-    greedy = beam_search(model, src, beam=1, lenpen=0.0)
-    wide = beam_search(model, src, beam=4, lenpen=0.0)
-    for row in range(src.shape[0]):
-        assert logprob(row, wide[row]) >= logprob(row, greedy[row]) - 1e-4
+def test_tied_embeddings_are_written_once_and_shared_after_loading(tmp_path):
+    from safetensors import safe_open
+
+    from layerdrop.checkpoint import load_model, save_checkpoint
+    from layerdrop.data.tokenizers import build_tokenizer
+
+    model = tiny_translation()
+    path = save_checkpoint(tmp_path / "mt", TRANSLATION_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "ab"))
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "encoder.embed_tokens.weight" in keys and "decoder.embed_tokens.weight" not in keys
+    loaded, _ = load_model(path, log=lambda _: None)
+    assert loaded.decoder.embed_tokens.weight is loaded.encoder.embed_tokens.weight
+    assert torch.equal(loaded.encoder.embed_tokens.weight, model.encoder.embed_tokens.weight)
 
 
 def test_padding_does_not_change_the_encoding():

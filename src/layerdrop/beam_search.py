@@ -17,8 +17,16 @@ def beam_search(
     model: TransformerTranslation, src_tokens: torch.Tensor, beam: int = 5, lenpen: float = 1.0,
     max_len_a: float = 1.5, max_len_b: int = 10,
 ) -> list[list[int]]:
-    """Best target token ids (without BOS/EOS) for each source row of ``src_tokens``."""
+    """Best target token ids (without BOS/EOS) for each source row of ``src_tokens`` (run in eval mode)."""
+    was_training = model.training
     model.eval()
+    try:
+        return _beam_search(model, src_tokens, beam, lenpen, max_len_a, max_len_b)
+    finally:
+        model.train(was_training)
+
+
+def _beam_search(model, src_tokens, beam, lenpen, max_len_a, max_len_b) -> list[list[int]]:
     cfg = model.cfg
     batch = src_tokens.shape[0]
     src_lengths = src_tokens.ne(cfg.pad_id).sum(dim=1)
@@ -89,8 +97,16 @@ def beam_search(
 
 @torch.no_grad()
 def greedy_decode(model: TransformerTranslation, src_tokens: torch.Tensor, max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
-    """Plain greedy decoding without a cache (the reference the beam-1 test compares against)."""
+    """Plain greedy decoding without a cache (the reference the beam-1 test compares against); eval mode."""
+    was_training = model.training
     model.eval()
+    try:
+        return _greedy(model, src_tokens, max_len_a, max_len_b)
+    finally:
+        model.train(was_training)
+
+
+def _greedy(model, src_tokens, max_len_a, max_len_b) -> list[list[int]]:
     cfg = model.cfg
     out = []
     for row in src_tokens:

@@ -21,7 +21,7 @@ from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, s
 from layerdrop.config import flag_name
 from layerdrop.errors import UserError
 from layerdrop.models import (
-    ENCODER_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
+    ENCODER_MODEL_TYPE, LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
     num_params,
 )
 from layerdrop.pruning import apply_layers_to_keep
@@ -111,6 +111,9 @@ def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
         from layerdrop.tasks.classification import encode_examples, evaluate_classifier
 
         examples = load_glue(data, args.split)
+        if args.max_valid_steps is not None:
+            keep = args.max_valid_steps * args.batch_size
+            examples = type(examples)(examples.texts[:keep], examples.labels[:keep])
         index = {name: i for i, name in enumerate(model.cfg.label_names)}
         unknown = sorted(set(examples.labels) - set(index))
         if unknown:
@@ -126,7 +129,8 @@ def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
         return 0
     from layerdrop.tasks.masked_lm import MaskedLMTask, evaluate_masked_lm
 
-    task = MaskedLMTask(TrainConfig(task="masked_lm", data=data, split_fractions=run.get("split_fractions", "0.9,0.05,0.05")))
+    task = MaskedLMTask(TrainConfig(task="masked_lm", data=data, split_fractions=run.get("split_fractions", "0.9,0.05,0.05"),
+                                    mask_prob=run.get("mask_prob", 0.15)))
     task.config, task.block = model.cfg, model.cfg.tokens_per_sample - 1
     stream = task.stream(ckpt.tokenizer, task.corpus.split(args.split))
     start = time.perf_counter()
@@ -163,7 +167,7 @@ def _eval_translation(args: argparse.Namespace, model, ckpt) -> int:
 
     run = ckpt.run or {}
     data = args.data if args.data is not None else run.get("data")
-    corpus = load_parallel(data, run.get("source_lang", "de"), run.get("target_lang", "en"), args.test_subset)
+    corpus = load_parallel(data, run.get("source_lang", "de"), run.get("target_lang", "en"), args.test_subset, need_train=False)
     sources, references = corpus.split(args.split)
     if args.max_valid_steps is not None:
         sources, references = sources[: args.max_valid_steps * args.batch_size], references[: args.max_valid_steps * args.batch_size]
@@ -219,6 +223,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         note(f"| {len(lines)} sentences in {time.perf_counter() - start:.2f}s, beam {args.beam}, "
              f"{model.cfg.encoder_layers} encoder / {model.cfg.decoder_layers} decoder layers")
         return 0
+    if ckpt.model_type != LM_MODEL_TYPE:
+        raise UserError(f"--path: {args.path!r} holds a {ckpt.model_type!r} model; generate needs a "
+                        f"{LM_MODEL_TYPE!r} or {TRANSLATION_MODEL_TYPE!r} checkpoint")
     from layerdrop.generate import generate
 
     prompt = ckpt.tokenizer.encode(args.prompt)
@@ -233,7 +240,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _read_input(path: str) -> list[str]:
     if path == "-":
-        return [line.rstrip("\n") for line in sys.stdin]
+        try:
+            return [line.rstrip("\n") for line in sys.stdin]
+        except UnicodeDecodeError as error:
+            raise UserError(f"--input: standard input is not UTF-8 text ({error})") from None
     try:
         return Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n")
     except (OSError, UnicodeDecodeError) as error:

@@ -49,7 +49,7 @@ def main(root: str = "runs/demo") -> None:
     print("-" * width + "  " + "  ".join("-" * 16 for _ in DEPTHS))
     for label, losses in rows:
         print(f"{label:<{width}}  " + "  ".join(f"{loss:>16.3f}" for loss in losses))
-    print(f"\nkept layers: " + "; ".join(f"{d}: {every_other(LAYERS, d)}" for d in DEPTHS.values()))
+    print("\nkept layers: " + "; ".join(f"{d}: {every_other(LAYERS, d)}" for d in DEPTHS.values()))
     print(f"demo finished in {time.perf_counter() - start:.0f}s; checkpoints in {root}/")
 
 

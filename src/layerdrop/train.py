@@ -285,7 +285,7 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             ran = sum(len(layers.last_kept) for layers in lists)
             total = sum(len(layers) for layers in lists)
             log_file.write(json.dumps({"update": update, "loss": train_loss, "lr": lr, "layers": ran,
-                                       "ms": round(elapsed * 1000, 3)}) + "\n")
+                                       "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", ppl=f"{math.exp(min(smoothed, 50)):.1f}",
                             tok_s=f"{tokens / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)

@@ -38,24 +38,28 @@ class ParallelCorpus:
 def _lines(path: Path) -> list[str]:
     try:
         return path.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    except UnicodeDecodeError as error:
-        raise UserError(f"--data: {path} is not UTF-8 text ({error})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"--data: cannot read {path} as UTF-8 text ({error})") from None
 
 
-def _find(directory: Path, names: tuple[str, ...], lang: str, subset: str | None) -> Path | None:
+def _find_pair(directory: Path, names: tuple[str, ...], src: str, tgt: str, subset: str | None) -> tuple[Path, Path] | None:
+    """The first file stem that exists in both languages (so test_2016.de never pairs with test_2017.en)."""
     if subset is not None and names == SPLIT_NAMES["test"]:
-        path = directory / f"{subset}.{lang}"
-        return path if path.is_file() else None
-    for name in names:
-        if (directory / f"{name}.{lang}").is_file():
-            return directory / f"{name}.{lang}"
-    if names == SPLIT_NAMES["test"]:
-        candidates = sorted(directory.glob(f"test*.{lang}"))
-        return candidates[0] if candidates else None
+        stems = [subset]
+    else:
+        stems = list(names)
+        if names == SPLIT_NAMES["test"]:
+            stems += sorted({p.stem for p in directory.glob(f"test*.{src}")} - set(stems))
+    for stem in stems:
+        pair = directory / f"{stem}.{src}", directory / f"{stem}.{tgt}"
+        if pair[0].is_file() and pair[1].is_file():
+            return pair
     return None
 
 
-def load_parallel(path: str | Path | None, src_lang: str, tgt_lang: str, test_subset: str | None = None) -> ParallelCorpus:
+def load_parallel(
+    path: str | Path | None, src_lang: str, tgt_lang: str, test_subset: str | None = None, need_train: bool = True,
+) -> ParallelCorpus:
     if path is None:
         raise UserError("--data: required for --task translation; valid: a directory with train.<src> and train.<tgt> files")
     directory = Path(path)
@@ -63,10 +67,10 @@ def load_parallel(path: str | Path | None, src_lang: str, tgt_lang: str, test_su
         raise UserError(f"--data: {str(directory)!r} does not exist; valid: a directory with train.{src_lang} and train.{tgt_lang}")
     files = {}
     for split, names in SPLIT_NAMES.items():
-        src, tgt = _find(directory, names, src_lang, test_subset), _find(directory, names, tgt_lang, test_subset)
-        if src is not None and tgt is not None:
-            files[split] = (src, tgt)
-    if "train" not in files:
+        pair = _find_pair(directory, names, src_lang, tgt_lang, test_subset)
+        if pair is not None:
+            files[split] = pair
+    if need_train and "train" not in files:
         langs = sorted({p.suffix.lstrip(".") for p in directory.glob("train.*")})
         raise UserError(
             f"--data: {str(directory)!r} has no train.{src_lang} and train.{tgt_lang}; languages present: "

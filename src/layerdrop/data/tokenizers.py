@@ -118,6 +118,11 @@ class BPETokenizer:
     def token_id(self, token: str) -> int:
         return self.tokenizer.token_to_id(token)
 
+    def special_ids(self) -> dict[str, int]:
+        """Config fields for the special tokens: pad_id, bos_id, eos_id, mask_id."""
+        return {"pad_id": self.token_id(PAD), "bos_id": self.token_id(BOS), "eos_id": self.token_id(EOS_BPE),
+                "mask_id": self.token_id(MASK)}
+
     def encode_sentences(self, sentences: list[str]) -> list[list[int]]:
         return [e.ids for e in self.tokenizer.encode_batch(sentences)]
 

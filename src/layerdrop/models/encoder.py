@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.config import flag_name, option
-from layerdrop.errors import UserError
+from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 
 MODEL_TYPE = "transformer_encoder"
@@ -50,17 +49,10 @@ class TransformerEncoderConfig:
     )
 
     def validate(self) -> None:
-        for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads", "tokens_per_sample"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
-        if self.encoder_embed_dim % self.encoder_attention_heads:
-            raise UserError(f"--encoder-attention-heads: got {self.encoder_attention_heads}; valid: a divisor of "
-                            f"--encoder-embed-dim ({self.encoder_embed_dim})")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+        check_positive_ints(self, ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
+                                   "encoder_attention_heads", "tokens_per_sample"))
+        check_heads_divide(self.encoder_embed_dim, self.encoder_attention_heads, "encoder")
+        check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
 
 
 class MaskedLMHead(nn.Module):

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.config import flag_name, option
-from layerdrop.errors import UserError
+from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.layerdrop import LayerDropModuleList
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
@@ -47,20 +46,10 @@ class TransformerLMConfig:
     )
 
     def validate(self) -> None:
-        positive = ["decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads", "tokens_per_sample"]
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
-        if self.decoder_embed_dim % self.decoder_attention_heads:
-            raise UserError(
-                f"--decoder-attention-heads: got {self.decoder_attention_heads}; valid: a divisor of "
-                f"--decoder-embed-dim ({self.decoder_embed_dim})"
-            )
-        for name in ["dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"]:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+        check_positive_ints(self, ("decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
+                                   "decoder_attention_heads", "tokens_per_sample"))
+        check_heads_divide(self.decoder_embed_dim, self.decoder_attention_heads, "decoder")
+        check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"))
 
 
 def stack_spec(cfg: TransformerLMConfig) -> StackSpec:

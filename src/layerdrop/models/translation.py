@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.config import flag_name, option
+from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
@@ -60,25 +60,17 @@ class TransformerTranslationConfig:
     )
 
     def validate(self) -> None:
-        for name in ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-                     "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
-                     "max_source_positions", "max_target_positions"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a positive integer")
+        check_positive_ints(self, tuple(f"{side}_{name}" for side in ("encoder", "decoder")
+                                        for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads"))
+                            + ("max_source_positions", "max_target_positions"))
         for side in ("encoder", "decoder"):
-            dim, heads = getattr(self, f"{side}_embed_dim"), getattr(self, f"{side}_attention_heads")
-            if dim % heads:
-                raise UserError(f"--{side}-attention-heads: got {heads}; valid: a divisor of --{side}-embed-dim ({dim})")
+            check_heads_divide(getattr(self, f"{side}_embed_dim"), getattr(self, f"{side}_attention_heads"), side)
         if self.encoder_embed_dim != self.decoder_embed_dim:
             raise UserError(
                 f"--decoder-embed-dim: got {self.decoder_embed_dim}; valid: equal to --encoder-embed-dim "
                 f"({self.encoder_embed_dim}), as the decoder attends to encoder states"
             )
-        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-                raise UserError(f"{flag_name(name)}: got {value!r}; valid: a probability in [0, 1)")
+        check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop"))
 
 
 def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:

@@ -72,8 +72,11 @@ class SelfAttention(nn.Module):
             past = cache.length
             k, v = cache.append(k, v)
         mask, is_causal = padding_to_attn_mask(key_padding_mask), False
+        if self.causal:
+            # Causal stacks take right-padded input, whose padding only ever follows the real tokens:
+            # the causal mask already keeps real positions from seeing it, so no padding mask is used.
+            mask = None
         if self.causal and length > 1:
-            # Right padding never needs a mask here: real positions cannot see later (padded) keys.
             if past == 0:
                 is_causal = True
             else:  # new queries see all cached positions and the causal part of their own block

@@ -9,14 +9,15 @@ tasks (label ids follow the sorted training labels: for SST-2 "1", for RTE "not_
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
-from layerdrop.data.glue import Examples, load_glue
-from layerdrop.data.tokenizers import BOS, EOS_BPE, MASK, PAD, BPETokenizer
+from layerdrop.data.glue import SPLIT_FILES, Examples, load_glue
+from layerdrop.data.tokenizers import BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -74,7 +75,7 @@ class ClassificationTask:
         return BPETokenizer.train(text, self.run.bpe_vocab_size, sentences=True)
 
     def new_config(self, model_args: dict[str, Any], tokenizer: BPETokenizer) -> TransformerEncoderConfig:
-        ids = {f"{name}_id": tokenizer.token_id(token) for name, token in (("pad", PAD), ("bos", BOS), ("eos", EOS_BPE), ("mask", MASK))}
+        ids = tokenizer.special_ids()
         return TransformerEncoderConfig(**{**model_args, "vocab_size": len(tokenizer), **ids,
                                            "num_classes": len(self.label_names), "label_names": self.label_names})
 
@@ -96,11 +97,13 @@ class ClassificationTask:
         self.train_ids = encode_examples(tokenizer, self.train_examples, config)
         self.train_labels = [index[label] for label in self.train_examples.labels]
         self.sampler = EpochSampler([len(ids) for ids in self.train_ids], self.run.batch_size, self.run.seed)
+        smallest = 4 if len(self.train_examples.texts[0]) == 2 else 3
+        if config.tokens_per_sample < smallest:
+            raise UserError(f"--tokens-per-sample: got {config.tokens_per_sample}; valid: at least {smallest} "
+                            "(room for <s>, the separators and one token of text)")
         self.valid = None
-        try:
-            dev = load_glue(self.run.data, "valid")
-        except UserError:
-            dev = None
+        has_dev = (Path(self.run.data) / SPLIT_FILES["valid"]).is_file()
+        dev = load_glue(self.run.data, "valid") if has_dev else None  # a broken dev.tsv is an error, not "no dev"
         if dev is not None:
             unknown = sorted(set(dev.labels) - set(index))
             if unknown:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from layerdrop.data.corpus import load_corpus
-from layerdrop.data.tokenizers import BOS, EOS_BPE, MASK, PAD, SPECIALS, BPETokenizer
+from layerdrop.data.tokenizers import SPECIALS, BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -53,7 +53,7 @@ class MaskedLMTask:
         return BPETokenizer.train(self.corpus.split("train"), self.run.bpe_vocab_size, sentences=True)
 
     def new_config(self, model_args: dict[str, Any], tokenizer: BPETokenizer) -> TransformerEncoderConfig:
-        ids = {f"{name}_id": tokenizer.token_id(token) for name, token in (("pad", PAD), ("bos", BOS), ("eos", EOS_BPE), ("mask", MASK))}
+        ids = tokenizer.special_ids()
         return TransformerEncoderConfig(**{**model_args, "vocab_size": len(tokenizer), **ids})
 
     def stream(self, tokenizer: BPETokenizer, text: str) -> torch.Tensor:

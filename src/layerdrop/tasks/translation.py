@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.parallel import load_parallel
-from layerdrop.data.tokenizers import BOS, EOS_BPE, PAD, BPETokenizer
+from layerdrop.data.tokenizers import BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.models.translation import MODEL_TYPE, TransformerTranslation, TransformerTranslationConfig
 
@@ -32,7 +32,7 @@ class TranslationTask:
         return BPETokenizer.train("\n".join(src + tgt), self.run.bpe_vocab_size, sentences=True)
 
     def new_config(self, model_args: dict[str, Any], tokenizer: BPETokenizer) -> TransformerTranslationConfig:
-        ids = dict(pad_id=tokenizer.token_id(PAD), bos_id=tokenizer.token_id(BOS), eos_id=tokenizer.token_id(EOS_BPE))
+        ids = {k: v for k, v in tokenizer.special_ids().items() if k != "mask_id"}
         return TransformerTranslationConfig(**{**model_args, "vocab_size": len(tokenizer), **ids})
 
     def encode_pairs(self, tokenizer: BPETokenizer, config: TransformerTranslationConfig, split: str):
