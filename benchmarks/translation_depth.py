@@ -34,7 +34,8 @@ MODEL = ["--encoder-layers", "6", "--decoder-layers", "6", "--encoder-embed-dim"
 RUN = ["--task", "translation", "--source-lang", "de", "--target-lang", "en", "--bpe-vocab-size", "8000",
        "--batch-size", "64", "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-updates", "400", "--label-smoothing", "0.1",
        "--validate-interval-updates", "500", "--seed", "1", "--no-progress-bar"]
-MODELS = {"LayerDrop p=0.5": ("layerdrop_p0.5", "0.5"), "baseline p=0": ("baseline", "0.0")}
+MODELS = {"LayerDrop p=0.5": ("layerdrop_p0.5", "0.5"), "baseline p=0": ("baseline", "0.0"),
+          "LayerDrop p=0.2": ("layerdrop_p0.2", "0.2")}
 DEPTHS = {"full (6+6)": [], "decoder pruned (6+3)": ["--decoder-layers-to-keep", "0,2,4"],
           "both pruned (3+3)": ["--encoder-layers-to-keep", "0,2,4", "--decoder-layers-to-keep", "0,2,4"]}
 
@@ -48,43 +49,62 @@ def layerdrop(*args: str) -> str:
     return proc.stdout
 
 
+def save_entry(label: str, entry: dict, shared: dict) -> dict:
+    """Merge this model's entry into the JSON on disk (another instance may be writing other models)."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.update(shared)
+    results.setdefault("models", {})[label] = entry
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    os.replace(tmp, RESULTS)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k-de-en"))
     parser.add_argument("--max-update", default="2000")
     parser.add_argument("--root", default="runs/translation_depth")
+    parser.add_argument("--only", default=None, choices=list(MODELS), help="train and score this model only")
     args = parser.parse_args()
+    shared = {"data": args.data, "max_update": int(args.max_update), "model_flags": MODEL, "run_flags": RUN}
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results.update({"data": args.data, "max_update": int(args.max_update), "model_flags": MODEL, "run_flags": RUN})
-    results.setdefault("models", {})
     for label, (slug, p) in MODELS.items():
+        if args.only is not None and label != args.only:
+            continue
         save_dir = f"{args.root}/{slug}"
+        train = ["train", "--data", args.data, "--save-dir", save_dir, "--max-update", args.max_update,
+                 "--encoder-layerdrop", p, "--decoder-layerdrop", p, *RUN, *MODEL]
         start = time.perf_counter()
-        out = layerdrop("train", "--data", args.data, "--save-dir", save_dir, "--max-update", args.max_update,
-                        "--encoder-layerdrop", p, "--decoder-layerdrop", p, *RUN, *MODEL)
-        entry = results["models"].setdefault(label, {"save_dir": save_dir})
+        layerdrop(*train)
+        entry = results.get("models", {}).get(label, {"save_dir": save_dir})
         entry["train_seconds"] = compute_seconds(save_dir)
+        entry.setdefault("wall_seconds_last_invocation", round(time.perf_counter() - start))
         entry["torch_threads"] = int(os.environ.get("OMP_NUM_THREADS", "0")) or None
-        entry["train_command"] = " ".join(["layerdrop", "train", "--data", args.data, "--save-dir", save_dir,
-                                           "--max-update", args.max_update, "--encoder-layerdrop", p,
-                                           "--decoder-layerdrop", p, *RUN, *MODEL])
+        entry["train_command"] = "layerdrop " + " ".join(train)
         entry.setdefault("bleu", {})
         for depth, flags in DEPTHS.items():
+            if depth in entry["bleu"]:
+                continue  # scored already (reruns only fill in what is missing)
             start = time.perf_counter()
             out = layerdrop("eval", "--path", f"{save_dir}/checkpoint_best", "--split", "test", "--beam", "5",
                             "--lenpen", "1.0", "--batch-size", "64", *flags)
             entry["bleu"][depth] = float(re.search(r"BLEU = ([\d.]+)", out).group(1))
             entry.setdefault("eval_seconds", {})[depth] = round(time.perf_counter() - start)
             print(f"  {label} {depth}: BLEU {entry['bleu'][depth]:.2f}", flush=True)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    loss = {label: m["bleu"]["full (6+6)"] - m["bleu"]["both pruned (3+3)"] for label, m in results["models"].items()}
-    results["bleu_lost_when_both_pruned"] = loss
-    results["layerdrop_loss_over_baseline_loss"] = loss["LayerDrop p=0.5"] / loss["baseline p=0"] if loss["baseline p=0"] else None
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        results = save_entry(label, entry, shared)
+    models = results["models"]
+    lost = {label: m["bleu"]["full (6+6)"] - m["bleu"]["both pruned (3+3)"] for label, m in models.items() if "bleu" in m}
+    results["bleu_lost_when_both_pruned"] = lost
+    if lost.get("baseline p=0"):
+        results["layerdrop_loss_over_baseline_loss"] = {
+            label: lost[label] / lost["baseline p=0"] for label in lost if label.startswith("LayerDrop")}
+    save_entry(next(iter(models)), models[next(iter(models))], {k: v for k, v in results.items() if k != "models"})
     print(f"\n{'model':<18}" + "".join(f"{d:>22}" for d in DEPTHS) + f"{'train time':>12}")
-    for label, m in results["models"].items():
-        print(f"{label:<18}" + "".join(f"{m['bleu'][d]:>22.2f}" for d in DEPTHS) + f"{m['train_seconds']:>11}s")
+    for label, m in models.items():
+        if len(m.get("bleu", {})) == len(DEPTHS):
+            print(f"{label:<18}" + "".join(f"{m['bleu'][d]:>22.2f}" for d in DEPTHS) + f"{m['train_seconds']:>11}s")
     print(f"wrote {RESULTS}")
 
 
