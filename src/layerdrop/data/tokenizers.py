@@ -145,6 +145,12 @@ class BPETokenizer:
 Tokenizer = CharTokenizer | WordTokenizer | BPETokenizer
 
 
+def require_bpe(kind: str | None, task: str) -> None:
+    """Tasks with special tokens (<pad>, <s>, </s>, <mask>) need the BPE tokenizer."""
+    if kind not in (None, "bpe"):
+        raise UserError(f"--tokenizer: got {kind!r}; valid for --task {task}: bpe")
+
+
 def build_tokenizer(kind: str, train_text: str, bpe_vocab_size: int = 8000, sentences: bool = False) -> Tokenizer:
     if kind == "char":
         return CharTokenizer.train(train_text)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.glue import SPLIT_FILES, Examples, load_glue
-from layerdrop.data.tokenizers import BPETokenizer
+from layerdrop.data.tokenizers import require_bpe, BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -63,8 +63,7 @@ class ClassificationTask:
 
     def __init__(self, run: Any):
         self.run = run
-        if run.tokenizer not in (None, "bpe"):
-            raise UserError(f"--tokenizer: got {run.tokenizer!r}; valid for --task classification: bpe")
+        require_bpe(run.tokenizer, self.name)
         self.train_examples = load_glue(run.data, "train")
         self.label_names = sorted(set(self.train_examples.labels))
         if len(self.label_names) < 2:

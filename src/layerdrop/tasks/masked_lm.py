@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from layerdrop.data.corpus import load_corpus
-from layerdrop.data.tokenizers import SPECIALS, BPETokenizer
+from layerdrop.data.tokenizers import require_bpe, SPECIALS, BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -45,8 +45,7 @@ class MaskedLMTask:
 
     def __init__(self, run: Any):
         self.run = run
-        if run.tokenizer not in (None, "bpe"):
-            raise UserError(f"--tokenizer: got {run.tokenizer!r}; valid for --task masked_lm: bpe")
+        require_bpe(run.tokenizer, self.name)
         self.corpus = load_corpus(run.data, run.split_fractions)
 
     def build_tokenizer(self) -> BPETokenizer:

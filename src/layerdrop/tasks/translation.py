@@ -10,8 +10,7 @@ import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.parallel import load_parallel
-from layerdrop.data.tokenizers import BPETokenizer
-from layerdrop.errors import UserError
+from layerdrop.data.tokenizers import require_bpe, BPETokenizer
 from layerdrop.models.translation import MODEL_TYPE, TransformerTranslation, TransformerTranslationConfig
 
 
@@ -23,8 +22,7 @@ class TranslationTask:
 
     def __init__(self, run: Any):
         self.run = run
-        if run.tokenizer not in (None, "bpe"):
-            raise UserError(f"--tokenizer: got {run.tokenizer!r}; valid for --task translation: bpe (joint BPE)")
+        require_bpe(run.tokenizer, self.name)
         self.corpus = load_parallel(run.data, run.source_lang, run.target_lang)
 
     def build_tokenizer(self) -> BPETokenizer:
