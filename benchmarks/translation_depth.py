@@ -7,7 +7,7 @@ to layers 0,2,4, and with both stacks pruned to 0,2,4. Reruns reuse finished run
 from checkpoint_last). Nothing here is tuned on the test split: all settings were fixed beforehand.
 
 Writes benchmarks/results/translation_depth.json.
-Usage: python benchmarks/translation_depth.py [--data ../shared/data/multi30k-de-en] [--max-update 2000]
+Usage: python benchmarks/translation_depth.py [--data ../shared/data/multi30k-de-en] [--max-update 4000]
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ MODEL = ["--encoder-layers", "6", "--decoder-layers", "6", "--encoder-embed-dim"
          "--decoder-attention-heads", "4", "--dropout", "0.1"]
 RUN = ["--task", "translation", "--source-lang", "de", "--target-lang", "en", "--bpe-vocab-size", "8000",
        "--batch-size", "64", "--lr", "1e-3", "--min-lr", "1e-4", "--warmup-updates", "400", "--label-smoothing", "0.1",
-       "--validate-interval-updates", "500", "--seed", "1", "--no-progress-bar"]
+       "--validate-interval-updates", "1000", "--seed", "1", "--no-progress-bar"]
 MODELS = {"LayerDrop p=0.5": ("layerdrop_p0.5", "0.5"), "baseline p=0": ("baseline", "0.0"),
           "LayerDrop p=0.2": ("layerdrop_p0.2", "0.2")}
 DEPTHS = {"full (6+6)": [], "decoder pruned (6+3)": ["--decoder-layers-to-keep", "0,2,4"],
@@ -49,9 +49,15 @@ def layerdrop(*args: str) -> str:
     return proc.stdout
 
 
+def load_results(max_update: int) -> dict:
+    """Results on disk, unless they came from a different training budget (then start afresh)."""
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return results if results.get("max_update") == max_update else {}
+
+
 def save_entry(label: str, entry: dict, shared: dict) -> dict:
     """Merge this model's entry into the JSON on disk (another instance may be writing other models)."""
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = load_results(shared["max_update"])
     results.update(shared)
     results.setdefault("models", {})[label] = entry
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -64,12 +70,12 @@ def save_entry(label: str, entry: dict, shared: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k-de-en"))
-    parser.add_argument("--max-update", default="2000")
-    parser.add_argument("--root", default="runs/translation_depth")
+    parser.add_argument("--max-update", default="4000")
+    parser.add_argument("--root", default="runs/translation_depth_4k")
     parser.add_argument("--only", default=None, choices=list(MODELS), help="train and score this model only")
     args = parser.parse_args()
     shared = {"data": args.data, "max_update": int(args.max_update), "model_flags": MODEL, "run_flags": RUN}
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results = load_results(shared["max_update"])
     for label, (slug, p) in MODELS.items():
         if args.only is not None and label != args.only:
             continue

@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
 def test_train_prints_params_layerdrop_and_a_summary_table(trained):
     _, _, save_dir, proc = trained
     assert len(params(proc.stdout)) == 1
-    assert "LayerDrop decoder: p=0.5, expected 2.0 of 4 layers" in proc.stdout
+    assert "LayerDrop decoder: p=0.5, unit layer, uniform schedule; expected share of decoder layer compute skipped over the run: 50.0%" in proc.stdout
     assert re.search(r"update\s+train loss\s+valid loss", proc.stdout)
     assert (save_dir / "checkpoint_best" / "model.safetensors").is_file()
 

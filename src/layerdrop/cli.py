@@ -1,4 +1,4 @@
-"""The ``layerdrop`` command: train, eval, prune, generate.
+"""The ``layerdrop`` command: train, eval, prune, generate, and the layer analyses select, sweep, importance.
 
 Flags keep fairseq's names and meaning (``--decoder-layerdrop``, ``--decoder-layers-to-keep``,
 ``--model-overrides``, ``--restore-file``, ``--path``, ``--save-dir``, ...). Model and run flags are
@@ -29,7 +29,8 @@ from layerdrop.train import TrainConfig, train
 
 MODEL_CONFIGS = {"lm": TransformerLMConfig, "masked_lm": TransformerEncoderConfig,
                  "classification": TransformerEncoderConfig, "translation": TransformerTranslationConfig}
-KEEP_FLAGS = ("encoder_layers_to_keep", "decoder_layers_to_keep")
+KEEP_FLAGS = tuple(f"{stack}_{what}" for stack in ("encoder", "decoder") for what in (
+    "layers_to_keep", "heads_to_keep", "attention_layers_to_keep", "ffn_layers_to_keep", "ffn_halves_to_keep"))
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -238,6 +239,97 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scorer(args: argparse.Namespace, path: str):
+    from layerdrop.analysis.scoring import Scorer
+
+    _positive(args.batch_size, "--batch-size")
+    _positive(args.max_valid_steps, "--max-valid-steps")
+    return Scorer(path, args.data, args.batch_size, args.max_valid_steps, args.stack)
+
+
+def _write_result(result: dict[str, Any], prefix: str, plot) -> int:
+    """An analysis leaves PREFIX.json (the numbers) and PREFIX.png (the plot)."""
+    from layerdrop.analysis.report import write_json
+
+    base = Path(prefix)
+    json_path, png_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".png")
+    write_json(result, json_path)
+    plot(result, png_path)
+    print(f"| wrote {json_path} and {png_path}")
+    return 0
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from layerdrop.analysis.report import write_json
+    from layerdrop.analysis.strategies import select_layers
+
+    scorer = _scorer(args, args.path)
+    full = scorer.score(None)
+    selection = select_layers(scorer, args.depth, args.strategy, args.budget, args.search_beam)
+    method = selection.details.get("method", "")
+    _print_table(
+        ["strategy", f"{scorer.stack} layers", "keep", scorer.metric.name, f"at full depth ({scorer.num_layers})", "subsets scored"],
+        [[args.strategy + (f" ({method})" if method else ""), selection.depth, ",".join(map(str, selection.keep)),
+          f"{selection.score:.4f}", f"{full:.4f}", selection.evaluated or "-"]],
+    )
+    print(f"| keep with: --{scorer.stack}-layers-to-keep {','.join(map(str, selection.keep))}")
+    if args.out:
+        result = {**scorer.describe(), "strategy": args.strategy, "depth": selection.depth, "keep": selection.keep,
+                  "score": selection.score, "full_depth_score": full, "subsets_scored": selection.evaluated,
+                  "details": selection.details}
+        write_json(result, Path(args.out))
+        print(f"| wrote {args.out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from layerdrop.analysis.report import plot_sweep
+    from layerdrop.analysis.sweep import parse_depths, sweep
+
+    depths = parse_depths(args.depths)
+    scorers = [_scorer(args, path) for path in args.path]
+    result = sweep(scorers, depths, args.strategy, args.budget, args.search_beam)
+    header = ["checkpoint"] + [f"{d} layers" for d in depths]
+    rows = [[run["label"]] + [f"{p['score']:.4f}" for p in run["points"]] for run in result["runs"]]
+    print(f"{result['metric']} ({'higher' if result['higher_is_better'] else 'lower'} is better), "
+          f"{result['stack']} pruned by {args.strategy}:")
+    _print_table(header, rows)
+    return _write_result(result, args.out, plot_sweep)
+
+
+def _cmd_importance(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from layerdrop.analysis.importance import layer_importance
+    from layerdrop.analysis.report import plot_importance
+
+    scorer = _scorer(args, args.path)
+    progress = lambda items: tqdm(items, desc="scoring subsets", unit="subset", disable=not sys.stderr.isatty())
+    result = layer_importance(scorer, args.depth, args.samples, args.seed, progress)
+    print(f"{result['samples']} random {args.depth}-layer subsets of {scorer.num_layers} {scorer.stack} layers, "
+          f"{scorer.metric.name} at full depth {result['full_depth_score']:.4f}:")
+    _print_table(["layer", "importance", "relative"],
+                 [[l, _fmt(v), _fmt(r, 2)] for l, (v, r) in enumerate(zip(result["importance"], result["relative_importance"]))])
+    return _write_result(result, args.out, plot_importance)
+
+
+def _analysis_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None, help="validation data (default: what the checkpoint was trained on)")
+    parser.add_argument("--stack", choices=("decoder", "encoder"), default=None,
+                        help="which stack to prune (default: the decoder; an encoder model's encoder)")
+    parser.add_argument("--batch-size", type=int, default=None, help="validation batch size (default: the training one)")
+    parser.add_argument("--max-valid-steps", type=int, default=None, help="score on at most this many validation batches")
+
+
+def _strategy_flags(parser: argparse.ArgumentParser, default: str | None) -> None:
+    from layerdrop.analysis.strategies import STRATEGIES
+
+    parser.add_argument("--strategy", choices=STRATEGIES, default=default, required=default is None,
+                        help="every-other, search (on the validation set), learned, block-influence or angular")
+    parser.add_argument("--budget", type=int, default=256, help="search: score every subset while there are at most this many")
+    parser.add_argument("--search-beam", type=int, default=1, help="search beyond the budget: beam width (1: greedy)")
+
+
 def _read_input(path: str) -> list[str]:
     if path == "-":
         try:
@@ -312,6 +404,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_cmd_generate)
+
+    p = commands.add_parser("select", help="choose K layers to keep with a pruning strategy; print them and their validation score")
+    p.add_argument("--path", required=True, help="checkpoint directory")
+    p.add_argument("--depth", type=int, required=True, help="number of layers to keep")
+    _strategy_flags(p, None)
+    _analysis_flags(p)
+    p.add_argument("--out", default=None, help="also write the selection to this JSON file")
+    p.set_defaults(func=_cmd_select)
+
+    p = commands.add_parser("sweep", help="validation quality against depth for one or more checkpoints (table, JSON, PNG)")
+    p.add_argument("--path", required=True, action="append", help="checkpoint directory (repeat to compare several)")
+    p.add_argument("--depths", required=True, help="depths to score, e.g. 12,9,6,3")
+    _strategy_flags(p, "every-other")
+    _analysis_flags(p)
+    p.add_argument("--out", default="sweep", help="writes OUT.json and OUT.png (default: sweep)")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = commands.add_parser("importance", help="relative importance of each layer from random K-layer subsets (table, JSON, PNG)")
+    p.add_argument("--path", required=True, help="checkpoint directory")
+    p.add_argument("--depth", type=int, required=True, help="layers in each random subset")
+    p.add_argument("--samples", type=int, default=20, help="number of random subsets")
+    p.add_argument("--seed", type=int, default=1, help="seed for drawing the subsets")
+    _analysis_flags(p)
+    p.add_argument("--out", default="importance", help="writes OUT.json and OUT.png (default: importance)")
+    p.set_defaults(func=_cmd_importance)
     return parser
 
 

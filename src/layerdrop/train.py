@@ -32,6 +32,9 @@ from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import UserError
 from layerdrop.models import num_params
 from layerdrop.nn.layerdrop import derive_seed, layerdrop_lists, set_layerdrop_step
+from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates
+from layerdrop.nn.structured import UNITS, skipped_share
+from layerdrop.pruning.units import layer_shapes
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
 from layerdrop.signals import StopSignal
 
@@ -68,6 +71,9 @@ class TrainConfig:
     max_valid_steps: int | None = option(None, "at most this many validation batches per evaluation")
     keep_interval_updates: int = option(2, "keep the last N periodic checkpoints (plus _last and _best)")
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
+    layerdrop_schedule: str = option("uniform", f"how the LayerDrop rate p is spread: {', '.join(SCHEDULES)}")
+    layerdrop_gamma: float | None = option(None, "progressive schedule: ramp speed gamma (default: 5 / --max-update)")
+    layerdrop_unit: str = option("layer", f"what one LayerDrop draw removes: {', '.join(UNITS)}")
 
     def validate(self) -> None:
         if self.task not in TASK_NAMES:
@@ -90,6 +96,16 @@ class TrainConfig:
             raise UserError(f"--max-valid-steps: got {self.max_valid_steps}; valid: a positive integer")
         parse_betas(self.adam_betas)
         parse_fractions(self.split_fractions)
+        if self.layerdrop_schedule not in SCHEDULES:
+            raise UserError(f"--layerdrop-schedule: got {self.layerdrop_schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.layerdrop_unit not in UNITS:
+            raise UserError(f"--layerdrop-unit: got {self.layerdrop_unit!r}; valid: {', '.join(UNITS)}")
+        if self.layerdrop_gamma is not None and not self.layerdrop_gamma > 0:
+            raise UserError(f"--layerdrop-gamma: got {self.layerdrop_gamma}; valid: a positive number")
+
+    @property
+    def gamma(self) -> float:
+        return self.layerdrop_gamma if self.layerdrop_gamma is not None else 5.0 / self.max_update
 
 
 @dataclass
@@ -201,8 +217,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         if hasattr(task, "adapt_checkpoint"):  # e.g. a masked-LM encoder gets a classification head
             config, state_dict, adapted = task.adapt_checkpoint(config, state_dict)
         model = build_model(config, state_dict, task.model_type, str(source), log)
-        pruned_now = any(getattr(model.cfg, f"{s}_kept_layers", None) != getattr(ckpt.config, f"{s}_kept_layers", None)
-                         for s in ("encoder", "decoder"))
+        pruned_now = any(getattr(model.cfg, f"{s}_{what}", None) != getattr(ckpt.config, f"{s}_{what}", None)
+                         for s in ("encoder", "decoder") for what in ("kept_layers", "layer_heads", "layer_ffn_dims"))
         if pruned_now or adapted:
             log(f"| the model was {'pruned' if pruned_now else 'given a new head'} at load: optimizer and schedule start fresh")
         elif run.reset_optimizer and flag == "--restore-file":
@@ -229,11 +245,25 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
 
     log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {num_params(model)}")
+    schedule = run.layerdrop_schedule
+    base_rates = {layers.name: getattr(config, f"{layers.name}_layerdrop") for layers in layerdrop_lists(model)}
     for layers in layerdrop_lists(model):
-        expected = sum(1 - p for p in layers.drop_rates)
-        rates = layers.drop_rates[0] if len(set(layers.drop_rates)) == 1 else layers.drop_rates
-        log(f"| LayerDrop {layers.name}: p={rates}, expected {expected:.1f} of {len(layers)} layers run per update "
-            f"({1 - expected / len(layers):.0%} of layer compute skipped)")
+        layers.unit = run.layerdrop_unit
+        p = base_rates[layers.name]
+        if not p:
+            continue
+        heads, ffn = layer_shapes(config, layers.name)
+        if run.layerdrop_unit == "ffn-half" and any(width % 2 for width in ffn):
+            raise UserError(f"--layerdrop-unit ffn-half: the {layers.name} FFN widths are {sorted(set(ffn))}; valid: even widths")
+        head_dim = getattr(config, f"{layers.name}_embed_dim") // getattr(config, f"{layers.name}_attention_heads")
+        attention = 4 * head_dim * max(heads) * getattr(config, f"{layers.name}_embed_dim")
+        attention_share = attention / (attention + 2 * getattr(config, f"{layers.name}_embed_dim") * max(max(ffn), 1))
+        skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma,
+                                   lambda rate: skipped_share(run.layerdrop_unit, rate, attention_share))
+        final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma))
+        log(f"| LayerDrop {layers.name}: p={p}, unit {run.layerdrop_unit}, {schedule} schedule"
+            + (f" (rates by layer at the end: {final})" if schedule != "uniform" else "")
+            + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")
     log(f"| data: {data_summary}")
 
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +295,9 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         while update < run.max_update:
             started = time.perf_counter()
             set_layerdrop_step(model, update, run.seed)
+            if schedule != "uniform":
+                for layers in lists:
+                    layers.set_drop_rates(layer_rates(schedule, base_rates[layers.name], len(layers), update, run.gamma))
             torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
             lr = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, run.max_update)

@@ -16,12 +16,13 @@ from torch import nn
 
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
+from layerdrop.pruning.units import EncoderUnits, pending_pruning
 
 MODEL_TYPE = "transformer_encoder"
 
 
 @dataclass
-class TransformerEncoderConfig:
+class TransformerEncoderConfig(EncoderUnits):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
@@ -45,7 +46,7 @@ class TransformerEncoderConfig:
 
     architecture_fields = (
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
-        "encoder_normalize_before", "tokens_per_sample", "bias",
+        "encoder_normalize_before", "tokens_per_sample", "bias", "encoder_layer_heads", "encoder_layer_ffn_dims",
     )
 
     def validate(self) -> None:
@@ -89,7 +90,7 @@ class TransformerEncoderModel(nn.Module):
     def __init__(self, cfg: TransformerEncoderConfig):
         super().__init__()
         cfg.validate()
-        if cfg.encoder_layers_to_keep:
+        if pending_pruning(cfg):
             raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
         self.cfg = cfg
         spec = StackSpec(
@@ -97,6 +98,7 @@ class TransformerEncoderModel(nn.Module):
             ffn_dim=cfg.encoder_ffn_embed_dim, heads=cfg.encoder_attention_heads, max_positions=cfg.tokens_per_sample,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
             layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, causal=False,
+            layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims,
         )
         self.encoder = TransformerStack(spec, name="encoder")
         self.lm_head = MaskedLMHead(cfg.encoder_embed_dim, self.encoder.embed_tokens, cfg.bias)

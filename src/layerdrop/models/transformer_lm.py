@@ -17,12 +17,13 @@ from layerdrop.config import check_heads_divide, check_positive_ints, check_prob
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.layerdrop import LayerDropModuleList
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
+from layerdrop.pruning.units import DecoderUnits, pending_pruning
 
 MODEL_TYPE = "transformer_lm"
 
 
 @dataclass
-class TransformerLMConfig:
+class TransformerLMConfig(DecoderUnits):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     decoder_layers: int = option(6, "number of decoder layers")
     decoder_embed_dim: int = option(256, "model width")
@@ -43,6 +44,7 @@ class TransformerLMConfig:
     architecture_fields = (
         "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
         "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
+        "decoder_layer_heads", "decoder_layer_ffn_dims",
     )
 
     def validate(self) -> None:
@@ -58,6 +60,7 @@ def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
         ffn_dim=cfg.decoder_ffn_embed_dim, heads=cfg.decoder_attention_heads, max_positions=cfg.tokens_per_sample,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
         layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, causal=True,
+        layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims,
     )
 
 
@@ -67,7 +70,7 @@ class TransformerLM(nn.Module):
     def __init__(self, cfg: TransformerLMConfig):
         super().__init__()
         cfg.validate()
-        if cfg.decoder_layers_to_keep:
+        if pending_pruning(cfg):
             raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
         self.cfg = cfg
         self.decoder = TransformerStack(stack_spec(cfg), name="decoder")

@@ -18,12 +18,13 @@ from layerdrop.config import check_heads_divide, check_positive_ints, check_prob
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
+from layerdrop.pruning.units import DecoderUnits, EncoderUnits, pending_pruning
 
 MODEL_TYPE = "transformer_translation"
 
 
 @dataclass
-class TransformerTranslationConfig:
+class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     vocab_size: int = option(0, "joint vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
@@ -56,7 +57,8 @@ class TransformerTranslationConfig:
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "encoder_normalize_before", "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
         "decoder_attention_heads", "decoder_normalize_before", "max_source_positions", "max_target_positions",
-        "share_all_embeddings", "bias",
+        "share_all_embeddings", "bias", "encoder_layer_heads", "encoder_layer_ffn_dims", "decoder_layer_heads",
+        "decoder_layer_ffn_dims",
     )
 
     def validate(self) -> None:
@@ -82,6 +84,7 @@ def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
         layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias,
         causal=side == "decoder", cross_attention=side == "decoder",
+        layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"),
     )
 
 
@@ -91,7 +94,7 @@ class TransformerTranslation(nn.Module):
     def __init__(self, cfg: TransformerTranslationConfig):
         super().__init__()
         cfg.validate()
-        if cfg.encoder_layers_to_keep or cfg.decoder_layers_to_keep:
+        if pending_pruning(cfg):
             raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
         self.cfg = cfg
         self.encoder = TransformerStack(_spec(cfg, "encoder"), name="encoder")

@@ -50,22 +50,45 @@ def padding_to_attn_mask(key_padding_mask: torch.Tensor | None) -> torch.Tensor 
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.0, bias: bool = True, causal: bool = True):
+    """``num_heads`` heads of ``head_dim`` (default ``embed_dim // num_heads``); a head-pruned layer has
+    fewer heads of the original width, so its projections are narrower than the model."""
+
+    def __init__(self, embed_dim: int, num_heads: int, attention_dropout: float = 0.0, bias: bool = True,
+                 causal: bool = True, head_dim: int | None = None):
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed dim {embed_dim} is not divisible by {num_heads} attention heads")
+        if head_dim is None:
+            if embed_dim % num_heads:
+                raise ValueError(f"embed dim {embed_dim} is not divisible by {num_heads} attention heads")
+            head_dim = embed_dim // num_heads
         self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = head_dim
         self.attention_dropout = attention_dropout
         self.causal = causal
-        self.qkv_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        inner = num_heads * head_dim
+        self.qkv_proj = nn.Linear(embed_dim, 3 * inner, bias=bias)
+        self.out_proj = nn.Linear(inner, embed_dim, bias=bias)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        batch, length, dim = x.shape
+    def _projections(self, heads: list[int] | None):
+        """(qkv weight, qkv bias, out weight) for the given heads only: dropped heads run no matmul."""
+        w_qkv, b_qkv, w_out = self.qkv_proj.weight, self.qkv_proj.bias, self.out_proj.weight
+        if heads is None:
+            return w_qkv, b_qkv, w_out
+        index = torch.tensor(heads, device=w_qkv.device)
+        dim = w_qkv.shape[1]
+        w_qkv = w_qkv.view(3, self.num_heads, self.head_dim, dim).index_select(1, index).reshape(-1, dim)
+        if b_qkv is not None:
+            b_qkv = b_qkv.view(3, self.num_heads, self.head_dim).index_select(1, index).reshape(-1)
+        w_out = w_out.view(w_out.shape[0], self.num_heads, self.head_dim).index_select(1, index).reshape(w_out.shape[0], -1)
+        return w_qkv, b_qkv, w_out
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, key_padding_mask: torch.Tensor | None = None,
+                heads: list[int] | None = None) -> torch.Tensor:
+        batch, length, _ = x.shape
+        w_qkv, b_qkv, w_out = self._projections(heads)
+        num_heads = self.num_heads if heads is None else len(heads)
         q, k, v = (
-            t.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-            for t in self.qkv_proj(x).split(dim, dim=2)
+            t.view(batch, length, num_heads, self.head_dim).transpose(1, 2)
+            for t in F.linear(x, w_qkv, b_qkv).chunk(3, dim=2)
         )
         past = 0
         if cache is not None:
@@ -85,7 +108,7 @@ class SelfAttention(nn.Module):
             q, k, v, attn_mask=mask, is_causal=is_causal,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
-        return self.out_proj(y.transpose(1, 2).reshape(batch, length, dim))
+        return F.linear(y.transpose(1, 2).reshape(batch, length, num_heads * self.head_dim), w_out, self.out_proj.bias)
 
 
 class CrossAttention(nn.Module):

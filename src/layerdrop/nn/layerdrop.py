@@ -19,6 +19,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from layerdrop.nn.structured import DropPlan, sample_plans
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -58,6 +60,7 @@ class LayerDropModuleList(nn.ModuleList):
         self.seed = seed
         self.step = 0
         self._forward_index = 0
+        self.unit = "layer"  # what one draw removes: see layerdrop.nn.structured
         self.set_drop_rates(p)
         self.last_kept: list[int] = list(range(len(self)))
 
@@ -74,20 +77,37 @@ class LayerDropModuleList(nn.ModuleList):
             self.seed = seed
         self._forward_index = 0
 
-    def sample_kept(self) -> list[int]:
-        """Indices of the layers to run in this training forward pass (consumes one draw per layer)."""
+    def _generator(self) -> torch.Generator:
         list_id = zlib.crc32(self.name.encode())
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.step, list_id, self._forward_index))
         self._forward_index += 1
-        draws = torch.rand(len(self), generator=generator).tolist()
+        return generator
+
+    def sample_kept(self) -> list[int]:
+        """Indices of the layers to run in this training forward pass (consumes one draw per layer)."""
+        draws = torch.rand(len(self), generator=self._generator()).tolist()
         return [i for i, (u, p) in enumerate(zip(draws, self.drop_rates)) if u >= p]
 
+    def sample_plans(self) -> list[DropPlan | None]:
+        """For a unit other than whole layers: what each layer runs on this forward pass (None: nothing)."""
+        generator = self._generator()
+        draws = torch.rand(len(self), generator=generator).tolist()
+        heads = [layer.self_attn.num_heads if getattr(layer, "self_attn", None) is not None else 0
+                 for layer in super().__iter__()]
+        return sample_plans(self.unit, self.drop_rates, heads, generator, draws)
+
     def __iter__(self) -> Iterator[nn.Module]:
-        if self.training and any(self.drop_rates):
+        layers = list(super().__iter__())
+        plans: list[DropPlan | None] = [None] * len(layers)
+        if self.training and any(self.drop_rates) and self.unit != "layer":
+            plans = self.sample_plans()
+            self.last_kept = [i for i, plan in enumerate(plans) if plan is not None]
+        elif self.training and any(self.drop_rates):
             self.last_kept = self.sample_kept()
         else:
             self.last_kept = list(range(len(self)))
-        layers = list(super().__iter__())
+        for layer, plan in zip(layers, plans):
+            layer.drop_plan = plan  # read by the layer's forward; None runs all of it
         return iter([layers[i] for i in self.last_kept])
 
     def extra_repr(self) -> str:

@@ -34,6 +34,8 @@ class StackSpec:
     bias: bool = True
     causal: bool = True
     cross_attention: bool = False
+    layer_heads: list[int] | None = None  # per layer, after head or sublayer pruning (default: all heads)
+    layer_ffn_dims: list[int] | None = None  # per layer, after FFN pruning (default: ffn_dim)
 
 
 class TransformerStack(nn.Module):
@@ -45,12 +47,13 @@ class TransformerStack(nn.Module):
         self.layers = LayerDropModuleList(
             [
                 TransformerLayer(
-                    spec.embed_dim, spec.heads, spec.ffn_dim,
+                    spec.embed_dim, spec.heads, spec.layer_ffn_dims[i] if spec.layer_ffn_dims else spec.ffn_dim,
                     dropout=spec.dropout, attention_dropout=spec.attention_dropout,
                     activation_dropout=spec.activation_dropout, normalize_before=spec.normalize_before,
                     bias=spec.bias, causal=spec.causal, cross_attention=spec.cross_attention,
+                    kept_heads=spec.layer_heads[i] if spec.layer_heads else None,
                 )
-                for _ in range(spec.layers)
+                for i in range(spec.layers)
             ],
             p=spec.layerdrop,
             name=name,

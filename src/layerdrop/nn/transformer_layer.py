@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.nn.attention import CrossAttention, KVCache, SelfAttention
+from layerdrop.nn.structured import DropPlan
 
 
 class TransformerLayer(nn.Module):
@@ -29,29 +30,48 @@ class TransformerLayer(nn.Module):
         bias: bool = True,
         causal: bool = True,
         cross_attention: bool = False,
+        kept_heads: int | None = None,
     ):
+        """``kept_heads`` (default ``num_heads``) and ``ffn_dim`` describe a pruned layer: fewer heads of the
+        original width ``embed_dim // num_heads``; 0 heads or an FFN width of 0 removes that sublayer."""
         super().__init__()
         self.normalize_before = normalize_before
         self.dropout = nn.Dropout(dropout)
         self.activation_dropout = nn.Dropout(activation_dropout)
-        self.self_attn = SelfAttention(embed_dim, num_heads, attention_dropout, bias=bias, causal=causal)
-        self.self_attn_layer_norm = nn.LayerNorm(embed_dim, bias=bias)
+        self.drop_plan: DropPlan | None = None  # set by the LayerDrop list for each training forward pass
+        kept_heads = num_heads if kept_heads is None else kept_heads
+        if kept_heads > 0:
+            self.self_attn = SelfAttention(embed_dim, kept_heads, attention_dropout, bias=bias, causal=causal,
+                                           head_dim=embed_dim // num_heads)
+            self.self_attn_layer_norm = nn.LayerNorm(embed_dim, bias=bias)
+        else:
+            self.self_attn = self.self_attn_layer_norm = None
         if cross_attention:
             self.encoder_attn = CrossAttention(embed_dim, num_heads, attention_dropout, bias=bias)
             self.encoder_attn_layer_norm = nn.LayerNorm(embed_dim, bias=bias)
         else:
             self.encoder_attn = None
-        self.fc1 = nn.Linear(embed_dim, ffn_dim, bias=bias)
-        self.fc2 = nn.Linear(ffn_dim, embed_dim, bias=bias)
-        self.final_layer_norm = nn.LayerNorm(embed_dim, bias=bias)
+        if ffn_dim > 0:
+            self.fc1 = nn.Linear(embed_dim, ffn_dim, bias=bias)
+            self.fc2 = nn.Linear(ffn_dim, embed_dim, bias=bias)
+            self.final_layer_norm = nn.LayerNorm(embed_dim, bias=bias)
+        else:
+            self.fc1 = self.fc2 = self.final_layer_norm = None
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, branch) -> torch.Tensor:
         if self.normalize_before:
             return x + self.dropout(branch(norm(x)))
         return norm(x + self.dropout(branch(x)))
 
-    def _ffn(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+    def _ffn(self, x: torch.Tensor, halves: list[int] | None = None) -> torch.Tensor:
+        if halves is None:
+            return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
+        # Only the kept halves of the hidden units: slices of fc1's rows and fc2's columns.
+        half = self.fc1.out_features // 2
+        rows = torch.cat([torch.arange(h * half, (h + 1) * half) for h in halves]).to(x.device)
+        hidden = F.linear(x, self.fc1.weight.index_select(0, rows),
+                          None if self.fc1.bias is None else self.fc1.bias.index_select(0, rows))
+        return F.linear(self.activation_dropout(F.gelu(hidden)), self.fc2.weight.index_select(1, rows), self.fc2.bias)
 
     def forward(
         self,
@@ -61,8 +81,14 @@ class TransformerLayer(nn.Module):
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask))
+        plan = self.drop_plan if self.training else None
+        if self.self_attn is not None and (plan is None or plan.attention):
+            heads = None if plan is None else plan.heads
+            x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask, heads))
         if self.encoder_attn is not None:
             x = self._residual(x, self.encoder_attn_layer_norm,
                                lambda h: self.encoder_attn(h, memory, memory_padding_mask, cache))
-        return self._residual(x, self.final_layer_norm, self._ffn)
+        if self.fc1 is not None and (plan is None or plan.ffn):
+            halves = None if plan is None else plan.ffn_halves
+            x = self._residual(x, self.final_layer_norm, lambda h: self._ffn(h, halves))
+        return x

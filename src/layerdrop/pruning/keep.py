@@ -35,8 +35,8 @@ def _as_items(value: str | int | Sequence[int]) -> list[Any]:
     return [value]  # a single index given as a number (e.g. from --model-overrides)
 
 
-def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str = "--layers-to-keep") -> list[int]:
-    """Validate a keep list such as ``"0,2,4"`` against a stack of ``num_layers``; return it sorted."""
+def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str = "--layers-to-keep", what: str = "layer") -> list[int]:
+    """Validate a keep list such as ``"0,2,4"`` against ``num_layers`` layers (or heads, halves); return it sorted."""
     valid = f"valid: distinct integers from 0 to {num_layers - 1}, comma-separated"
     items = _as_items(value)
     if not items:
@@ -49,11 +49,11 @@ def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str 
         if index < 0:
             raise UserError(f"{flag}: got {value!r}: {index} is negative; {valid}")
         if index >= num_layers:
-            raise UserError(f"{flag}: got {value!r}: layer {index} is out of range for a model with {num_layers} layers; {valid}")
+            raise UserError(f"{flag}: got {value!r}: {what} {index} is out of range for a model with {num_layers} {what}s; {valid}")
         indices.append(index)
     repeated = sorted({i for i in indices if indices.count(i) > 1})
     if repeated:
-        raise UserError(f"{flag}: got {value!r}: layer(s) {repeated} repeated; {valid}")
+        raise UserError(f"{flag}: got {value!r}: {what}(s) {repeated} repeated; {valid}")
     return sorted(indices)
 
 
@@ -85,12 +85,16 @@ def prune_state_dict(
                 pruned[f"{stack}.layers.{renumber[int(match.group(1))]}.{match.group(2)}"] = tensor
         new_state = pruned
         origin = getattr(config, f"{stack}_kept_layers", None) or list(range(num_layers))
+        # Per-layer facts (heads and FFN width after unit pruning, learned gate scores) follow their layers.
+        per_layer = {name: [values[i] for i in kept] for name in (f"{stack}_layer_heads", f"{stack}_layer_ffn_dims", f"{stack}_gate_scores")
+                     if (values := getattr(config, name, None))}
         new_config = dataclasses.replace(
             new_config,
             **{
                 f"{stack}_layers": len(kept),
                 f"{stack}_layers_to_keep": None,
                 f"{stack}_kept_layers": [origin[i] for i in kept],
+                **per_layer,
             },
         )
     return new_config, new_state
@@ -110,7 +114,11 @@ def _already_applied(config: Any, stack: str, request: str | Sequence[int]) -> b
 def apply_layers_to_keep(
     config: Any, state_dict: Mapping[str, torch.Tensor] | None = None, log: Callable[[str], None] = print
 ) -> tuple[Any, dict[str, torch.Tensor] | None]:
-    """Apply the config's ``<stack>_layers_to_keep`` (if any) to the config and, when given, the weights."""
+    """Apply the config's unit pruning requests (heads, sublayers, FFN halves) and then its
+    ``<stack>_layers_to_keep`` (if any) to the config and, when given, the weights."""
+    from layerdrop.pruning.units import apply_unit_requests
+
+    config, state_dict, units_pruned = apply_unit_requests(config, state_dict, log)
     keep: dict[str, str | Sequence[int]] = {}
     for stack in _stacks_of(config):
         request = getattr(config, f"{stack}_layers_to_keep", None)
@@ -122,8 +130,9 @@ def apply_layers_to_keep(
             continue
         # Validate before announcing anything: a bad list must not look like a pruned model.
         keep[stack] = parse_layers_to_keep(request, getattr(config, f"{stack}_layers"), flag_name(f"{stack}_layers_to_keep"))
+    if units_pruned or keep:
+        log(PRUNING_MESSAGE)
     if not keep:
         return config, (dict(state_dict) if state_dict is not None else None)
-    log(PRUNING_MESSAGE)
     new_config, new_state = prune_state_dict(config, state_dict or {}, keep)
     return new_config, (new_state if state_dict is not None else None)

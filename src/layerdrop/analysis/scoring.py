@@ -1,0 +1,111 @@
+"""Score a checkpoint on its validation split with only some layers kept.
+
+Every analysis (``select``, ``sweep``, ``importance``) asks one question many times: how good is this
+model with only these layers? A :class:`Scorer` loads the checkpoint and its task's validation data
+once, then answers for any keep list by pruning the weights with the one pruning function and
+evaluating the smaller model. The metric is the task's own: validation loss (lower is better) for
+language models, masked LMs and translation; accuracy (higher is better) for classifiers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from layerdrop.checkpoint import Checkpoint, build_model, load_checkpoint
+from layerdrop.errors import UserError
+from layerdrop.pruning.keep import prune_state_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+
+    def better(self, a: float, b: float) -> bool:
+        return a > b if self.higher_is_better else a < b
+
+    def best(self, scores: Sequence[float]) -> float:
+        return max(scores) if self.higher_is_better else min(scores)
+
+
+def _task_for(ckpt: Checkpoint, data: str | None, batch_size: int | None, max_valid_steps: int | None):
+    """The checkpoint's training task, rebuilt from its run record, with its validation data prepared."""
+    from layerdrop.tasks import TASKS
+    from layerdrop.train import TrainConfig
+
+    stored = ckpt.run or {}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    run = TrainConfig(**{k: v for k, v in stored.items() if k in known})
+    run.data = data if data is not None else run.data
+    if run.data is None and run.task != "lm":
+        raise UserError(f"--path {ckpt.path}: the checkpoint does not record its data; valid: give --data")
+    if batch_size is not None:
+        run.batch_size = batch_size
+    run.max_valid_steps = max_valid_steps
+    task = TASKS[run.task](run)
+    task.prepare(ckpt.tokenizer, ckpt.config)
+    return task
+
+
+class Scorer:
+    """Validation quality of one checkpoint for any keep list of one stack."""
+
+    def __init__(self, path: str, data: str | None = None, batch_size: int | None = None,
+                 max_valid_steps: int | None = None, stack: str | None = None):
+        self.path = path
+        self.ckpt = load_checkpoint(path, "--path")
+        self.ckpt.config.validate()
+        config = self.ckpt.config
+        stacks = [s for s in ("decoder", "encoder") if hasattr(config, f"{s}_layers")]
+        if stack is None:
+            stack = stacks[0]  # the LM's and the translation model's decoder; the encoder model's encoder
+        if stack not in stacks:
+            raise UserError(f"--stack: got {stack!r}; valid for this {self.ckpt.model_type} checkpoint: {', '.join(stacks)}")
+        if any(getattr(config, f"{s}_layers_to_keep", None) for s in stacks):
+            raise UserError(f"--path {path}: the stored config asks for pruning at load; prune it first with layerdrop prune")
+        self.stack = stack
+        self.num_layers: int = getattr(config, f"{stack}_layers")
+        self.task = _task_for(self.ckpt, data, batch_size, max_valid_steps)
+        is_classifier = getattr(config, "num_classes", 0)
+        self.metric = Metric("accuracy", True) if is_classifier else Metric("valid loss", False)
+        self.evaluations = 0
+        self._cache: dict[tuple[int, ...], float] = {}
+
+    def model(self, keep: Sequence[int] | None = None) -> torch.nn.Module:
+        """The model with only ``keep`` layers of the scored stack (all of them when None), in eval mode."""
+        config, state_dict = self.ckpt.config, self.ckpt.state_dict
+        if keep is not None and list(keep) != list(range(self.num_layers)):
+            config, state_dict = prune_state_dict(config, state_dict, {self.stack: list(keep)})
+        model = build_model(config, dict(state_dict), self.ckpt.model_type, f"--path {self.path}", log=lambda _: None)
+        return model.eval()
+
+    def evaluate(self, model: torch.nn.Module) -> float:
+        metrics = self.task.validate(model)
+        if metrics is None:
+            raise UserError(f"--path {self.path}: the task's data has no validation split to score on; valid: --data with one")
+        return float(metrics["accuracy" if self.metric.higher_is_better else "loss"])
+
+    def score(self, keep: Sequence[int] | None = None) -> float:
+        """Validation metric with only ``keep`` layers; each distinct subset is evaluated once."""
+        key = tuple(sorted(keep)) if keep is not None else tuple(range(self.num_layers))
+        if key not in self._cache:
+            self._cache[key] = self.evaluate(self.model(key))
+            self.evaluations += 1
+        return self._cache[key]
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": str(self.path), "model_type": self.ckpt.model_type, "stack": self.stack,
+                "layers": self.num_layers, "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better}
+
+
+def check_depth(depth: int, num_layers: int, flag: str = "--depth") -> int:
+    if not 1 <= depth <= num_layers:
+        raise UserError(f"{flag}: got {depth}; valid: 1 to {num_layers} (the stack's layer count)")
+    return depth
+
+
+__all__ = ["Metric", "Scorer", "check_depth"]
