@@ -114,7 +114,7 @@ def test_select_cli(trained, tmp_path):
 
 def test_learned_strategy_needs_a_gated_model(trained):
     proc = run_cli("select", "--path", str(trained), "--depth", "2", "--strategy", "learned", check_rc=2)
-    assert "--learned-layer-gates" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--decoder-learned-gates" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_sweep_cli_writes_table_json_and_plot(trained, tmp_path):

@@ -252,6 +252,9 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         p = base_rates[layers.name]
         if not p:
             continue
+        if getattr(config, f"{layers.name}_learned_gates", False) and run.layerdrop_unit != "layer":
+            raise UserError(f"--{layers.name}-learned-gates: learns whole-layer rates; valid with --layerdrop-unit layer, "
+                            f"got {run.layerdrop_unit!r}")
         heads, ffn = layer_shapes(config, layers.name)
         if run.layerdrop_unit == "ffn-half" and any(width % 2 for width in ffn):
             raise UserError(f"--layerdrop-unit ffn-half: the {layers.name} FFN widths are {sorted(set(ffn))}; valid: even widths")
@@ -261,7 +264,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma,
                                    lambda rate: skipped_share(run.layerdrop_unit, rate, attention_share))
         final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma))
-        log(f"| LayerDrop {layers.name}: p={p}, unit {run.layerdrop_unit}, {schedule} schedule"
+        learned = " (mean of learned per-layer rates)" if getattr(config, f"{layers.name}_learned_gates", False) else ""
+        log(f"| LayerDrop {layers.name}: p={p}{learned}, unit {run.layerdrop_unit}, {schedule} schedule"
             + (f" (rates by layer at the end: {final})" if schedule != "uniform" else "")
             + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")
     log(f"| data: {data_summary}")
@@ -328,6 +332,9 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
                 valid = task.validate(model)
                 if valid is not None:
                     bar.write(f"| valid at update {update}: {_describe(valid)}")
+                for layers in lists:
+                    if getattr(layers, "last_rates", None) is not None:
+                        bar.write(f"| learned {layers.name} drop rates: " + " ".join(f"{r:.2f}" for r in layers.last_rates.tolist()))
                 save(update, None if valid is None else valid["loss"])
             if stop.received is not None:
                 save(update, None)

@@ -3,7 +3,7 @@
 - ``every-other``: the paper's rule, K evenly spaced layers (0,2,4,... when K is half the depth).
 - ``search``: scored on the validation set; every K-subset while their number is within the budget,
   otherwise a beam search that removes one layer at a time (beam 1 is greedy elimination).
-- ``learned``: the top-K layers by the gate scores of a model trained with ``--learned-layer-gates``
+- ``learned``: the top-K layers by the gate scores of a model trained with ``--decoder-learned-gates``
   (the paper's data-driven pruning); fixed per model, independent of the input.
 - ``block-influence`` and ``angular``: for models trained without LayerDrop, from how much each layer
   changes its input (see :mod:`layerdrop.analysis.similarity`).
@@ -15,6 +15,8 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+
+import torch
 
 from layerdrop.analysis.scoring import Metric, Scorer, check_depth
 from layerdrop.analysis.similarity import measure_similarity
@@ -99,12 +101,14 @@ def select_layers(scorer: Scorer, depth: int, strategy: str, budget: int = 256, 
         evaluated = scorer.evaluations - before
         details["method"] = method
     elif strategy == "learned":
-        gates = getattr(scorer.ckpt.config, f"{scorer.stack}_gate_scores", None)
-        if not gates:
-            raise UserError(f"--strategy learned: {scorer.path} has no learned gate scores for its {scorer.stack}; "
-                            "valid: a checkpoint trained with --learned-layer-gates")
-        keep = learned_keep(gates, depth)
-        details["gate_scores"] = list(gates)
+        if not getattr(scorer.ckpt.config, f"{scorer.stack}_learned_gates", False):
+            raise UserError(f"--strategy learned: {scorer.path} has no learned gates in its {scorer.stack}; "
+                            f"valid: a checkpoint trained with --{scorer.stack}-learned-gates")
+        layers = getattr(scorer.model(), scorer.stack).layers
+        with torch.no_grad():
+            scores = [float(layer.gate.score()) for layer in layers]
+        keep = learned_keep(scores, depth)
+        details["gate_scores"] = scores
     else:
         full = scorer.model()
         layers = getattr(full, scorer.stack).layers

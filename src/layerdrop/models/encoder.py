@@ -47,6 +47,7 @@ class TransformerEncoderConfig(EncoderUnits):
     architecture_fields = (
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "encoder_normalize_before", "tokens_per_sample", "bias", "encoder_layer_heads", "encoder_layer_ffn_dims",
+        "encoder_learned_gates",
     )
 
     def validate(self) -> None:
@@ -98,7 +99,7 @@ class TransformerEncoderModel(nn.Module):
             ffn_dim=cfg.encoder_ffn_embed_dim, heads=cfg.encoder_attention_heads, max_positions=cfg.tokens_per_sample,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
             layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, causal=False,
-            layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims,
+            layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims, learned_gates=cfg.encoder_learned_gates,
         )
         self.encoder = TransformerStack(spec, name="encoder")
         self.lm_head = MaskedLMHead(cfg.encoder_embed_dim, self.encoder.embed_tokens, cfg.bias)

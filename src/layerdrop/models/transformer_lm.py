@@ -44,7 +44,7 @@ class TransformerLMConfig(DecoderUnits):
     architecture_fields = (
         "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
         "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
-        "decoder_layer_heads", "decoder_layer_ffn_dims",
+        "decoder_layer_heads", "decoder_layer_ffn_dims", "decoder_learned_gates",
     )
 
     def validate(self) -> None:
@@ -60,7 +60,7 @@ def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
         ffn_dim=cfg.decoder_ffn_embed_dim, heads=cfg.decoder_attention_heads, max_positions=cfg.tokens_per_sample,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
         layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, causal=True,
-        layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims,
+        layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims, learned_gates=cfg.decoder_learned_gates,
     )
 
 

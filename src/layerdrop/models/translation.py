@@ -58,7 +58,7 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
         "encoder_normalize_before", "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
         "decoder_attention_heads", "decoder_normalize_before", "max_source_positions", "max_target_positions",
         "share_all_embeddings", "bias", "encoder_layer_heads", "encoder_layer_ffn_dims", "decoder_layer_heads",
-        "decoder_layer_ffn_dims",
+        "decoder_layer_ffn_dims", "encoder_learned_gates", "decoder_learned_gates",
     )
 
     def validate(self) -> None:
@@ -84,7 +84,7 @@ def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
         layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias,
         causal=side == "decoder", cross_attention=side == "decoder",
-        layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"),
+        layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"), learned_gates=get("learned_gates"),
     )
 
 

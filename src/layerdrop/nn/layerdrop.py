@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from layerdrop.nn.learned_gates import constrained_rates
 from layerdrop.nn.structured import DropPlan, sample_plans
 
 _MASK64 = (1 << 64) - 1
@@ -96,10 +97,24 @@ class LayerDropModuleList(nn.ModuleList):
                  for layer in super().__iter__()]
         return sample_plans(self.unit, self.drop_rates, heads, generator, draws)
 
+    def sample_learned(self, layers: list[nn.Module]) -> list[DropPlan | None]:
+        """Learned gates: rates from the layers' scores (mean = the list's rate), one draw per layer."""
+        target = sum(self.drop_rates) / len(self.drop_rates)
+        rates = constrained_rates(torch.stack([layer.gate.score() for layer in layers]), target)
+        draws = torch.rand(len(self), generator=self._generator())
+        self.last_rates = rates.detach()
+        keep = 1 - rates
+        return [DropPlan(scale=keep[i] / keep[i].detach()) if draws[i] >= rates[i].detach() else None
+                for i in range(len(layers))]
+
     def __iter__(self) -> Iterator[nn.Module]:
         layers = list(super().__iter__())
         plans: list[DropPlan | None] = [None] * len(layers)
-        if self.training and any(self.drop_rates) and self.unit != "layer":
+        learned = all(getattr(layer, "gate", None) is not None for layer in layers)
+        if self.training and any(self.drop_rates) and learned:
+            plans = self.sample_learned(layers)
+            self.last_kept = [i for i, plan in enumerate(plans) if plan is not None]
+        elif self.training and any(self.drop_rates) and self.unit != "layer":
             plans = self.sample_plans()
             self.last_kept = [i for i, plan in enumerate(plans) if plan is not None]
         elif self.training and any(self.drop_rates):

@@ -36,6 +36,7 @@ class StackSpec:
     cross_attention: bool = False
     layer_heads: list[int] | None = None  # per layer, after head or sublayer pruning (default: all heads)
     layer_ffn_dims: list[int] | None = None  # per layer, after FFN pruning (default: ffn_dim)
+    learned_gates: bool = False  # each layer learns its drop rate (layerdrop.nn.learned_gates)
 
 
 class TransformerStack(nn.Module):
@@ -51,7 +52,7 @@ class TransformerStack(nn.Module):
                     dropout=spec.dropout, attention_dropout=spec.attention_dropout,
                     activation_dropout=spec.activation_dropout, normalize_before=spec.normalize_before,
                     bias=spec.bias, causal=spec.causal, cross_attention=spec.cross_attention,
-                    kept_heads=spec.layer_heads[i] if spec.layer_heads else None,
+                    kept_heads=spec.layer_heads[i] if spec.layer_heads else None, learned_gate=spec.learned_gates,
                 )
                 for i in range(spec.layers)
             ],

@@ -30,6 +30,7 @@ class DropPlan:
     ffn: bool = True
     heads: list[int] | None = None  # self-attention heads kept
     ffn_halves: list[int] | None = None  # FFN halves kept (0: first half of the hidden units, 1: second)
+    scale: torch.Tensor | None = None  # learned gates: 1 in value, carries the gradient to the drop rate
 
     @property
     def runs_anything(self) -> bool:

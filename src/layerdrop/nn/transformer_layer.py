@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.nn.attention import CrossAttention, KVCache, SelfAttention
+from layerdrop.nn.learned_gates import LayerGate
 from layerdrop.nn.structured import DropPlan
 
 
@@ -31,6 +32,7 @@ class TransformerLayer(nn.Module):
         causal: bool = True,
         cross_attention: bool = False,
         kept_heads: int | None = None,
+        learned_gate: bool = False,
     ):
         """``kept_heads`` (default ``num_heads``) and ``ffn_dim`` describe a pruned layer: fewer heads of the
         original width ``embed_dim // num_heads``; 0 heads or an FFN width of 0 removes that sublayer."""
@@ -39,6 +41,7 @@ class TransformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.activation_dropout = nn.Dropout(activation_dropout)
         self.drop_plan: DropPlan | None = None  # set by the LayerDrop list for each training forward pass
+        self.gate = LayerGate(embed_dim) if learned_gate else None
         kept_heads = num_heads if kept_heads is None else kept_heads
         if kept_heads > 0:
             self.self_attn = SelfAttention(embed_dim, kept_heads, attention_dropout, bias=bias, causal=causal,
@@ -59,9 +62,12 @@ class TransformerLayer(nn.Module):
             self.fc1 = self.fc2 = self.final_layer_norm = None
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, branch) -> torch.Tensor:
+        scale = self.drop_plan.scale if self.training and self.drop_plan is not None else None
         if self.normalize_before:
-            return x + self.dropout(branch(norm(x)))
-        return norm(x + self.dropout(branch(x)))
+            out = self.dropout(branch(norm(x)))
+            return x + (out if scale is None else out * scale)
+        out = self.dropout(branch(x))
+        return norm(x + (out if scale is None else out * scale))
 
     def _ffn(self, x: torch.Tensor, halves: list[int] | None = None) -> torch.Tensor:
         if halves is None:
@@ -82,6 +88,8 @@ class TransformerLayer(nn.Module):
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         plan = self.drop_plan if self.training else None
+        if self.gate is not None and self.training:
+            self.gate.observe(x)
         if self.self_attn is not None and (plan is None or plan.attention):
             heads = None if plan is None else plan.heads
             x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask, heads))

@@ -85,8 +85,8 @@ def prune_state_dict(
                 pruned[f"{stack}.layers.{renumber[int(match.group(1))]}.{match.group(2)}"] = tensor
         new_state = pruned
         origin = getattr(config, f"{stack}_kept_layers", None) or list(range(num_layers))
-        # Per-layer facts (heads and FFN width after unit pruning, learned gate scores) follow their layers.
-        per_layer = {name: [values[i] for i in kept] for name in (f"{stack}_layer_heads", f"{stack}_layer_ffn_dims", f"{stack}_gate_scores")
+        # Per-layer facts (heads and FFN width after unit pruning) follow their layers.
+        per_layer = {name: [values[i] for i in kept] for name in (f"{stack}_layer_heads", f"{stack}_layer_ffn_dims")
                      if (values := getattr(config, name, None))}
         new_config = dataclasses.replace(
             new_config,

@@ -39,7 +39,8 @@ class EncoderUnits:
     encoder_layer_heads: list[int] | None = option(None, "self-attention heads of each encoder layer (pruned model)", cli=False)
     encoder_layer_ffn_dims: list[int] | None = option(None, "FFN width of each encoder layer (pruned model)", cli=False)
     encoder_pruned_units: dict | None = option(None, "unit pruning already applied to the encoder", cli=False)
-    encoder_gate_scores: list[float] | None = option(None, "learned per-layer keep scores of the encoder", cli=False)
+    encoder_learned_gates: bool = option(False, "learn each encoder layer's drop rate from its activations (mean: --encoder-layerdrop); "
+                                                "prune with layerdrop select --strategy learned")
 
 
 @dataclass
@@ -51,7 +52,8 @@ class DecoderUnits:
     decoder_layer_heads: list[int] | None = option(None, "self-attention heads of each decoder layer (pruned model)", cli=False)
     decoder_layer_ffn_dims: list[int] | None = option(None, "FFN width of each decoder layer (pruned model)", cli=False)
     decoder_pruned_units: dict | None = option(None, "unit pruning already applied to the decoder", cli=False)
-    decoder_gate_scores: list[float] | None = option(None, "learned per-layer keep scores of the decoder", cli=False)
+    decoder_learned_gates: bool = option(False, "learn each decoder layer's drop rate from its activations (mean: --decoder-layerdrop); "
+                                                "prune with layerdrop select --strategy learned")
 
 
 def pending_pruning(config: Any) -> bool:
