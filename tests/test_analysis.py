@@ -149,3 +149,47 @@ def test_importance_cli_writes_table_json_and_plot(trained, tmp_path):
 def test_bad_analysis_input(trained, tmp_path, args, message):
     proc = run_cli(args[0], "--path", str(trained), *args[1:], "--out", str(tmp_path / "x"), check_rc=2)
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_translation_model_with_units_and_schedule_then_analyses(tmp_path):
+    from test_translation import write_toy_parallel
+
+    data = write_toy_parallel(tmp_path / "toy", pairs=200)
+    save = tmp_path / "mt"
+    proc = run_cli("train", "--task", "translation", "--data", str(data), "--save-dir", str(save), "--bpe-vocab-size", "300",
+                   "--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+                   "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "4",
+                   "--decoder-attention-heads", "4", "--batch-size", "16", "--max-update", "20", "--warmup-updates", "2",
+                   "--encoder-layerdrop", "0.3", "--decoder-layerdrop", "0.3", "--layerdrop-unit", "head+sublayer",
+                   "--layerdrop-schedule", "exponential", "--no-progress-bar")
+    assert "LayerDrop encoder: p=0.3, unit head+sublayer, exponential schedule" in proc.stdout
+    ckpt = str(save / "checkpoint_last")
+    out = tmp_path / "enc"
+    run_cli("sweep", "--path", ckpt, "--depths", "3,1", "--stack", "encoder", "--out", str(out))
+    result = json.loads((tmp_path / "enc.json").read_text())
+    assert result["stack"] == "encoder" and result["metric"] == "valid loss"
+    proc = run_cli("select", "--path", ckpt, "--depth", "2", "--strategy", "block-influence")
+    assert "--decoder-layers-to-keep" in proc.stdout
+    # Unit pruning through eval: fewer parameters, still scores
+    full = run_cli("eval", "--path", ckpt, "--split", "test", "--beam", "1")
+    pruned = run_cli("eval", "--path", ckpt, "--split", "test", "--beam", "1", "--decoder-heads-to-keep", "0,1",
+                     "--encoder-ffn-halves-to-keep", "1")
+    count = lambda text: int(text.split("num. model params: ")[1].split()[0])
+    assert count(pruned.stdout) < count(full.stdout) and "BLEU" in pruned.stdout
+
+
+def test_classifier_analyses_score_accuracy(tmp_path):
+    from test_encoder import write_toy_sentiment
+
+    data = write_toy_sentiment(tmp_path / "sst")
+    save = tmp_path / "cls"
+    run_cli("train", "--task", "classification", "--data", str(data), "--save-dir", str(save), "--bpe-vocab-size", "200",
+            "--encoder-layers", "3", "--encoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+            "--tokens-per-sample", "16", "--batch-size", "16", "--max-update", "20", "--warmup-updates", "2",
+            "--encoder-layerdrop", "0.2", "--layerdrop-unit", "ffn-half", "--no-progress-bar")
+    proc = run_cli("select", "--path", str(save / "checkpoint_last"), "--depth", "2", "--strategy", "search")
+    assert "accuracy" in proc.stdout and "--encoder-layers-to-keep" in proc.stdout
+    out = tmp_path / "imp"
+    run_cli("importance", "--path", str(save / "checkpoint_last"), "--depth", "1", "--samples", "3", "--out", str(out))
+    result = json.loads((tmp_path / "imp.json").read_text())
+    assert result["higher_is_better"] and result["stack"] == "encoder" and len(result["importance"]) == 3
