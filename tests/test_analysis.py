@@ -109,7 +109,20 @@ def test_select_cli(trained, tmp_path):
     assert "search (exhaustive)" in proc.stdout and "--decoder-layers-to-keep" in proc.stdout
     result = json.loads(out.read_text())
     assert len(result["keep"]) == 2 and result["subsets_scored"] == math.comb(LAYERS, 2)
-    assert result["metric"] == "valid loss" and result["score"] <= result["full_depth_score"] + 10
+    # The score printed is what `eval` gives for the same layers.
+    keep = ",".join(map(str, result["keep"]))
+    evaluated = run_cli("eval", "--path", str(trained), "--decoder-layers-to-keep", keep)
+    loss = float(evaluated.stdout.splitlines()[-1].split()[3])
+    assert result["metric"] == "valid loss" and result["score"] == pytest.approx(loss, abs=1e-3)
+
+
+def test_analyses_take_unit_flags(trained, tmp_path):
+    proc = run_cli("select", "--path", str(trained), "--depth", "2", "--strategy", "every-other",
+                   "--decoder-heads-to-keep", "0", "--out", str(tmp_path / "h.json"))
+    assert "| Pruning model to specified layer configuration" in proc.stdout
+    plain = json.loads(run_cli("select", "--path", str(trained), "--depth", "2", "--strategy", "every-other", "--out",
+                               str(tmp_path / "p.json")) and (tmp_path / "p.json").read_text())
+    assert json.loads((tmp_path / "h.json").read_text())["score"] != plain["score"]
 
 
 def test_learned_strategy_needs_a_gated_model(trained):

@@ -201,3 +201,9 @@ def test_paper_recipe_pretrain_prune_finetune_evaluate(tmp_path):
     result = run_cli("eval", "--path", str(finetune / "checkpoint_best"))
     accuracy = float(re.search(r"valid\s+2\s+([\d.]+)\s+([\d.]+)", result.stdout).group(1))
     assert accuracy > 80, result.stdout  # one sentiment word decides the label: a broken head would sit near 50
+    # Fine-tuning with a unit pruned away (here half of every FFN) works the same way.
+    halves = run_cli("train", "--task", "classification", "--data", str(sentiment), "--save-dir", str(tmp_path / "ft_half"),
+                     "--restore-file", str(mlm / "checkpoint_last"), "--encoder-ffn-halves-to-keep", "0", "--max-update", "5",
+                     "--batch-size", "16", "--no-progress-bar")
+    assert "| Pruning model to specified layer configuration" in halves.stdout
+    assert load_checkpoint(tmp_path / "ft_half" / "checkpoint_last").config.encoder_layer_ffn_dims == [32] * 4

@@ -63,3 +63,20 @@ def test_learned_gates_only_for_whole_layers(tmp_path, corpus_dir):
     proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5",
                    "--decoder-learned-gates", "--layerdrop-unit", "head", *TINY_TRAIN, check_rc=2)
     assert "--decoder-learned-gates" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_learned_gates_need_a_rate_to_learn(tmp_path, corpus_dir):
+    from conftest import TINY_TRAIN
+
+    proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(tmp_path / "x"), "--decoder-learned-gates",
+                   *TINY_TRAIN, check_rc=2)
+    assert "--decoder-learned-gates: needs --decoder-layerdrop in (0, 0.95)" in proc.stderr
+
+
+def test_gates_leave_no_graph_behind():
+    import copy
+
+    model = tiny_model(decoder_learned_gates=True, decoder_layerdrop=0.5).train()
+    tokens = torch.randint(0, 50, (2, 10))
+    model(tokens, tokens)[1].backward()
+    copy.deepcopy(model)  # a plan holding the graph would make this fail

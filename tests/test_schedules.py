@@ -37,6 +37,20 @@ def test_progressive_in_time_follows_pld_theta():
     assert layer_rates("progressive", p, layers, update=10**6, gamma=gamma) == pytest.approx(layer_rates("linear", p, layers))
 
 
+def test_skipped_share_of_each_unit():
+    from layerdrop.nn.structured import skipped_share
+
+    p, self_share, cross_share, heads = 0.3, 0.3, 0.2, 4
+    ffn_share = 1 - self_share - cross_share
+    assert skipped_share("layer", p, self_share, cross_share, heads) == pytest.approx(p)
+    # sublayer: each branch p, cross-attention only when both are off
+    assert skipped_share("sublayer", p, self_share, cross_share, heads) == pytest.approx(
+        self_share * p + ffn_share * p + cross_share * p * p)
+    assert skipped_share("head", p, self_share, cross_share, heads) == pytest.approx(self_share * p)
+    assert skipped_share("ffn-half", p, self_share, cross_share, heads) == pytest.approx(ffn_share * p)
+    assert skipped_share("head+layer", p, self_share, cross_share, heads) == pytest.approx(p + (1 - p) * self_share * p)
+
+
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_expected_share_skipped_is_the_average_rate_over_the_run(schedule):
     p, layers, updates, gamma = 0.4, 6, 300, 0.02
@@ -68,3 +82,5 @@ def test_bad_schedule_flags(tmp_path):
     assert "--layerdrop-schedule: got 'cubic'; valid: uniform, linear, exponential, progressive" in proc.stderr
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--layerdrop-gamma", "0", *TINY_TRAIN, check_rc=2)
     assert "--layerdrop-gamma: got 0.0" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--layerdrop-gamma", "0.1", *TINY_TRAIN, check_rc=2)
+    assert "only the progressive schedule uses it" in proc.stderr

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config, tiny_model
-from layerdrop.checkpoint import build_model
+from layerdrop.checkpoint import build_model, load_checkpoint
 from layerdrop.models import TransformerLM, TransformerTranslation, TransformerTranslationConfig, num_params
-from layerdrop.nn.layerdrop import LayerDropModuleList
 from layerdrop.nn.structured import UNITS, DropPlan, sample_plans, skipped_share
 from layerdrop.pruning import apply_layers_to_keep
 from layerdrop.pruning.units import prune_units
@@ -118,15 +117,59 @@ def test_translation_encoder_and_decoder_units():
         torch.testing.assert_close(pruned(src, prev), expected)
 
 
-def test_layer_unit_draws_what_the_plain_list_draws():
-    layers = LayerDropModuleList([torch.nn.Identity() for _ in range(8)], p=0.5, name="decoder", seed=3)
+def test_head_and_layer_drops_the_layers_the_plain_list_drops():
+    """The unit's first draws are the plain list's one-per-layer draws: same seed, same layers skipped."""
+    model = tiny_model(decoder_layerdrop=0.5)
+    layers = model.decoder.layers
     layers.train()
-    for step in range(5):
-        layers.set_step(step)
+    for step in range(6):
+        layers.set_step(step, seed=3)
         expected = layers.sample_kept()
-        layers.set_step(step)
-        list(iter(layers))
-        assert layers.last_kept == expected
+        layers.set_step(step, seed=3)
+        layers.unit = "head+layer"
+        plans = layers.sample_plans()
+        layers.unit = "layer"
+        assert [i for i, plan in enumerate(plans) if plan is not None] == expected
+
+
+def test_generation_with_a_unit_pruned_model_matches_full_recompute():
+    from layerdrop.generate import generate
+
+    model = tiny_model()
+    pruned = _pruned(model, attention_layers_to_keep="0,3", ffn_layers_to_keep="1,2,3", heads_to_keep="1,2")
+    prompt = [3, 7, 1, 4]
+    tokens = generate(pruned, prompt, max_new_tokens=8, temperature=0.0)  # KV cache
+    with torch.no_grad():  # greedy by full recompute, no cache
+        sequence = list(prompt)
+        for _ in range(8):
+            logits = pruned(torch.tensor([sequence]))[0]
+            sequence.append(int(logits[0, -1].argmax()))
+    assert tokens == sequence[len(prompt):]
+
+
+def test_a_rerun_repeats_old_unit_flags_and_adds_a_new_one():
+    model = tiny_model()
+    config, state = apply_layers_to_keep(dataclasses.replace(model.cfg, decoder_ffn_halves_to_keep="0"), model.state_dict(),
+                                         lambda _: None)
+    assert config.decoder_layer_ffn_dims == [32] * 6
+    again = dataclasses.replace(config, decoder_ffn_halves_to_keep="0", decoder_attention_layers_to_keep="0,2,4")
+    logs = []
+    config2, state2 = apply_layers_to_keep(again, state, logs.append)
+    assert config2.decoder_layer_ffn_dims == [32] * 6  # not halved a second time
+    assert config2.decoder_layer_heads == [4, 0, 4, 0, 4, 0]
+    assert any("already pruned with --decoder-ffn-halves-to-keep" in line for line in logs)
+    build_model(config2, state2, "transformer_lm", "test", log=lambda _: None)
+
+
+def test_fresh_training_with_unit_flags_builds_the_smaller_model(tmp_path, corpus_dir):
+    from conftest import TINY_TRAIN, run_cli
+
+    proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(tmp_path / "run"), "--max-update", "3",
+                   "--decoder-heads-to-keep", "0", "--decoder-ffn-halves-to-keep", "1", *TINY_TRAIN)
+    stored = load_checkpoint(tmp_path / "run" / "checkpoint_last")
+    assert stored.config.decoder_layer_heads == [1] * 4 and stored.config.decoder_layer_ffn_dims == [32] * 4
+    assert stored.state_dict["decoder.layers.0.self_attn.qkv_proj.weight"].shape == (3 * 16, 32)
+    assert "| Pruning model to specified layer configuration" in proc.stdout
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -163,3 +206,21 @@ def test_training_with_each_unit(tmp_path, corpus_dir, unit):
     result = train(run, dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=4,
                              tokens_per_sample=16, decoder_layerdrop=0.5), log=lambda _: None)
     assert result.update == 6 and result.train_loss == result.train_loss  # finite, not NaN
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_printed_share_skipped_matches_the_draws(unit):
+    """skipped_share (the number printed at the start of training) against the plans actually drawn."""
+    p, self_share, cross_share, heads, draws = 0.4, 0.3, 0.2, 4, 4000
+    ffn_share = 1 - self_share - cross_share
+    generator = torch.Generator().manual_seed(1)
+    total = 0.0
+    for _ in range(draws):
+        (plan,) = sample_plans(unit, [p], [heads], generator, torch.rand(1, generator=generator).tolist())
+        if plan is None:
+            total += 1.0
+            continue
+        attention_kept = (len(plan.heads) / heads if plan.heads is not None else 1.0) if plan.attention else 0.0
+        ffn_kept = (len(plan.ffn_halves) / 2 if plan.ffn_halves is not None else 1.0) if plan.ffn else 0.0
+        total += self_share * (1 - attention_kept) + ffn_share * (1 - ffn_kept)
+    assert total / draws == pytest.approx(skipped_share(unit, p, self_share, cross_share, heads), abs=0.02)

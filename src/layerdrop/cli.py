@@ -188,7 +188,8 @@ def _eval_translation(args: argparse.Namespace, model, ckpt) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     keep = keep_flags(args)
     if not keep:
-        raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4 (and/or --encoder-layers-to-keep)")
+        raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4 (and/or --encoder-layers-to-keep), "
+                        "or a unit flag such as --decoder-heads-to-keep 0,2")
     source, out = Path(args.path).resolve(), Path(args.out).resolve()
     if out.exists():
         raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
@@ -200,8 +201,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     config, state_dict = apply_layers_to_keep(ckpt.config, ckpt.state_dict)
     written = save_checkpoint(out, ckpt.model_type, config, state_dict, ckpt.tokenizer, run=ckpt.run)
     print(f"num. model params: {sum(t.numel() for t in state_dict.values())}")
-    kept = {s: getattr(config, f"{s}_kept_layers") for s in ("encoder", "decoder") if getattr(config, f"{s}_kept_layers", None)}
-    print(f"| wrote {written}: " + "; ".join(f"{s} keeps original layers {v}" for s, v in kept.items()))
+    notes = [f"{s} keeps original layers {getattr(config, f'{s}_kept_layers')}" for s in ("encoder", "decoder")
+             if getattr(config, f"{s}_kept_layers", None)]
+    notes += [f"{s} units pruned: {getattr(config, f'{s}_pruned_units')}" for s in ("encoder", "decoder")
+              if getattr(config, f"{s}_pruned_units", None)]
+    print(f"| wrote {written}: " + "; ".join(notes))
     return 0
 
 
@@ -244,7 +248,7 @@ def _scorer(args: argparse.Namespace, path: str):
 
     _positive(args.batch_size, "--batch-size")
     _positive(args.max_valid_steps, "--max-valid-steps")
-    return Scorer(path, args.data, args.batch_size, args.max_valid_steps, args.stack)
+    return Scorer(path, args.data, args.batch_size, args.max_valid_steps, args.stack, keep_flags(args))
 
 
 def _write_result(result: dict[str, Any], prefix: str, plot) -> int:
@@ -263,7 +267,10 @@ def _cmd_select(args: argparse.Namespace) -> int:
     from layerdrop.analysis.report import write_json
     from layerdrop.analysis.strategies import select_layers
 
+    from layerdrop.analysis.scoring import check_depth
+
     scorer = _scorer(args, args.path)
+    check_depth(args.depth, scorer.num_layers)
     full = scorer.score(None)
     selection = select_layers(scorer, args.depth, args.strategy, args.budget, args.search_beam)
     method = selection.details.get("method", "")
@@ -314,6 +321,7 @@ def _cmd_importance(args: argparse.Namespace) -> int:
 
 
 def _analysis_flags(parser: argparse.ArgumentParser) -> None:
+    _keep_flags(parser)  # analyse a pruned model: e.g. the layers of a head-pruned one
     parser.add_argument("--data", default=None, help="validation data (default: what the checkpoint was trained on)")
     parser.add_argument("--stack", choices=("decoder", "encoder"), default=None,
                         help="which stack to prune (default: the decoder; an encoder model's encoder)")

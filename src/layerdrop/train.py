@@ -33,6 +33,7 @@ from layerdrop.errors import UserError
 from layerdrop.models import num_params
 from layerdrop.nn.layerdrop import derive_seed, layerdrop_lists, set_layerdrop_step
 from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates
+from layerdrop.nn.learned_gates import MAX_RATE
 from layerdrop.nn.structured import UNITS, skipped_share
 from layerdrop.pruning.units import layer_shapes
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
@@ -102,6 +103,9 @@ class TrainConfig:
             raise UserError(f"--layerdrop-unit: got {self.layerdrop_unit!r}; valid: {', '.join(UNITS)}")
         if self.layerdrop_gamma is not None and not self.layerdrop_gamma > 0:
             raise UserError(f"--layerdrop-gamma: got {self.layerdrop_gamma}; valid: a positive number")
+        if self.layerdrop_gamma is not None and self.layerdrop_schedule != "progressive":
+            raise UserError(f"--layerdrop-gamma: only the progressive schedule uses it; got --layerdrop-schedule "
+                            f"{self.layerdrop_schedule}")
 
     @property
     def gamma(self) -> float:
@@ -250,6 +254,10 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
     for layers in layerdrop_lists(model):
         layers.unit = run.layerdrop_unit
         p = base_rates[layers.name]
+        learned = getattr(config, f"{layers.name}_learned_gates", False)
+        if learned and not 0 < p < MAX_RATE:
+            raise UserError(f"--{layers.name}-learned-gates: needs --{layers.name}-layerdrop in (0, {MAX_RATE}) "
+                            f"(the average of the learned rates); got {p}")
         if not p:
             continue
         if getattr(config, f"{layers.name}_learned_gates", False) and run.layerdrop_unit != "layer":
@@ -258,13 +266,15 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         heads, ffn = layer_shapes(config, layers.name)
         if run.layerdrop_unit == "ffn-half" and any(width % 2 for width in ffn):
             raise UserError(f"--layerdrop-unit ffn-half: the {layers.name} FFN widths are {sorted(set(ffn))}; valid: even widths")
-        head_dim = getattr(config, f"{layers.name}_embed_dim") // getattr(config, f"{layers.name}_attention_heads")
-        attention = 4 * head_dim * max(heads) * getattr(config, f"{layers.name}_embed_dim")
-        attention_share = attention / (attention + 2 * getattr(config, f"{layers.name}_embed_dim") * max(max(ffn), 1))
-        skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma,
-                                   lambda rate: skipped_share(run.layerdrop_unit, rate, attention_share))
+        dim = getattr(config, f"{layers.name}_embed_dim")
+        head_dim = dim // getattr(config, f"{layers.name}_attention_heads")
+        self_params, ffn_params = 4 * head_dim * max(heads) * dim, 2 * dim * max(ffn)
+        cross_params = 4 * dim * dim if layers[0].encoder_attn is not None else 0
+        total = self_params + cross_params + ffn_params
+        skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma, lambda rate: skipped_share(
+            run.layerdrop_unit, rate, self_params / total, cross_params / total, max(heads)))
         final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma))
-        learned = " (mean of learned per-layer rates)" if getattr(config, f"{layers.name}_learned_gates", False) else ""
+        learned = " (mean of learned per-layer rates)" if learned else ""
         log(f"| LayerDrop {layers.name}: p={p}{learned}, unit {run.layerdrop_unit}, {schedule} schedule"
             + (f" (rates by layer at the end: {final})" if schedule != "uniform" else "")
             + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")

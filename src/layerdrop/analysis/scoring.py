@@ -17,7 +17,7 @@ import torch
 
 from layerdrop.checkpoint import Checkpoint, build_model, load_checkpoint
 from layerdrop.errors import UserError
-from layerdrop.pruning.keep import prune_state_dict
+from layerdrop.pruning.keep import apply_layers_to_keep, prune_state_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Metric:
         return max(scores) if self.higher_is_better else min(scores)
 
 
-def _task_for(ckpt: Checkpoint, data: str | None, batch_size: int | None, max_valid_steps: int | None):
+def _task_for(ckpt: Checkpoint, config: Any, data: str | None, batch_size: int | None, max_valid_steps: int | None):
     """The checkpoint's training task, rebuilt from its run record, with its validation data prepared."""
     from layerdrop.tasks import TASKS
     from layerdrop.train import TrainConfig
@@ -47,7 +47,7 @@ def _task_for(ckpt: Checkpoint, data: str | None, batch_size: int | None, max_va
         run.batch_size = batch_size
     run.max_valid_steps = max_valid_steps
     task = TASKS[run.task](run)
-    task.prepare(ckpt.tokenizer, ckpt.config)
+    task.prepare(ckpt.tokenizer, config)
     return task
 
 
@@ -55,21 +55,21 @@ class Scorer:
     """Validation quality of one checkpoint for any keep list of one stack."""
 
     def __init__(self, path: str, data: str | None = None, batch_size: int | None = None,
-                 max_valid_steps: int | None = None, stack: str | None = None):
+                 max_valid_steps: int | None = None, stack: str | None = None, keep_flags: dict[str, Any] | None = None):
+        """``keep_flags`` (e.g. from --decoder-heads-to-keep) prune the checkpoint once, before any scoring."""
         self.path = path
-        self.ckpt = load_checkpoint(path, "--path")
+        self.ckpt = load_checkpoint(path, "--path", flag_overrides=keep_flags)
         self.ckpt.config.validate()
-        config = self.ckpt.config
+        self.config, self.state_dict = apply_layers_to_keep(self.ckpt.config, self.ckpt.state_dict)
+        config = self.config
         stacks = [s for s in ("decoder", "encoder") if hasattr(config, f"{s}_layers")]
         if stack is None:
             stack = stacks[0]  # the LM's and the translation model's decoder; the encoder model's encoder
         if stack not in stacks:
             raise UserError(f"--stack: got {stack!r}; valid for this {self.ckpt.model_type} checkpoint: {', '.join(stacks)}")
-        if any(getattr(config, f"{s}_layers_to_keep", None) for s in stacks):
-            raise UserError(f"--path {path}: the stored config asks for pruning at load; prune it first with layerdrop prune")
         self.stack = stack
         self.num_layers: int = getattr(config, f"{stack}_layers")
-        self.task = _task_for(self.ckpt, data, batch_size, max_valid_steps)
+        self.task = _task_for(self.ckpt, config, data, batch_size, max_valid_steps)
         is_classifier = getattr(config, "num_classes", 0)
         self.metric = Metric("accuracy", True) if is_classifier else Metric("valid loss", False)
         self.evaluations = 0
@@ -77,7 +77,7 @@ class Scorer:
 
     def model(self, keep: Sequence[int] | None = None) -> torch.nn.Module:
         """The model with only ``keep`` layers of the scored stack (all of them when None), in eval mode."""
-        config, state_dict = self.ckpt.config, self.ckpt.state_dict
+        config, state_dict = self.config, self.state_dict
         if keep is not None and list(keep) != list(range(self.num_layers)):
             config, state_dict = prune_state_dict(config, state_dict, {self.stack: list(keep)})
         model = build_model(config, dict(state_dict), self.ckpt.model_type, f"--path {self.path}", log=lambda _: None)

@@ -101,7 +101,7 @@ def select_layers(scorer: Scorer, depth: int, strategy: str, budget: int = 256, 
         evaluated = scorer.evaluations - before
         details["method"] = method
     elif strategy == "learned":
-        if not getattr(scorer.ckpt.config, f"{scorer.stack}_learned_gates", False):
+        if not getattr(scorer.config, f"{scorer.stack}_learned_gates", False):
             raise UserError(f"--strategy learned: {scorer.path} has no learned gates in its {scorer.stack}; "
                             f"valid: a checkpoint trained with --{scorer.stack}-learned-gates")
         layers = getattr(scorer.model(), scorer.stack).layers

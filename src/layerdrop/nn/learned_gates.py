@@ -43,15 +43,15 @@ def constrained_rates(scores: torch.Tensor, target: float, cap: float = MAX_RATE
     count = scores.numel()
     share = torch.softmax(-scores, dim=0)  # a high score means the layer matters: a low drop rate
     budget = target * count
-    capped = torch.zeros(count, dtype=torch.bool)
+    capped = torch.zeros_like(scores, dtype=torch.bool)
     rates = budget * share
     for _ in range(count):
         over = (rates > cap) & ~capped
         if not over.any():
             break
         capped |= over
-        free = ~capped
         remaining = budget - cap * capped.sum()
-        free_share = share * free
-        rates = torch.where(capped, torch.full_like(rates, cap), remaining * free_share / free_share.sum().clamp_min(1e-12))
+        free_share = share * ~capped
+        # A capped rate keeps a gradient (value cap, slope through its share), so a layer can leave the cap.
+        rates = torch.where(capped, cap * share / share.detach(), remaining * free_share / free_share.sum().clamp_min(1e-12))
     return rates

@@ -66,19 +66,18 @@ def sample_plans(unit: str, rates: list[float], heads: list[int], generator: tor
     return plans
 
 
-def skipped_share(unit: str, p: float, attention_share: float) -> float:
-    """Expected share of one layer's computation skipped at rate p, counting an attention branch as
-    ``attention_share`` of the layer and the FFN as the rest (the parameter shares; attention's
-    length-squared term is left out)."""
-    ffn_share = 1.0 - attention_share
-    if unit in ("layer", "sublayer"):
-        return p
-    if unit == "head":
-        return attention_share * p
-    if unit == "ffn-half":
-        return ffn_share * p
-    if unit == "head+layer":
-        return p + (1 - p) * attention_share * p
-    if unit == "head+sublayer":
-        return attention_share * (p + (1 - p) * p) + ffn_share * p
-    raise ValueError(f"layerdrop unit: got {unit!r}; valid: {', '.join(UNITS)}")
+def skipped_share(unit: str, p: float, self_share: float, cross_share: float = 0.0, heads: int = 1) -> float:
+    """Expected share of one layer's computation skipped at rate p. The self-attention branch weighs
+    ``self_share`` of the layer, cross-attention (a translation decoder's) ``cross_share``, the FFN the
+    rest: parameter shares, leaving out attention's length-squared term. Cross-attention is skipped only
+    with its whole layer, that is when the self-attention and the FFN are both off."""
+    check_unit(unit)
+    ffn_share = 1.0 - self_share - cross_share
+    if "layer" in unit.split("+"):  # layer, head+layer
+        return p + (1 - p) * self_share * (p if "head" in unit else 0.0)
+    sublayer = p if "sublayer" in unit else 0.0  # the self-attention sublayer's own draw
+    self_skipped = sublayer + (1 - sublayer) * p if "head" in unit else sublayer  # heads: a share p of them
+    ffn_skipped = p if ("sublayer" in unit or unit == "ffn-half") else 0.0
+    attention_off = sublayer + (1 - sublayer) * p**heads if "head" in unit else sublayer
+    ffn_off = p if "sublayer" in unit else 0.0  # ffn-half: both halves off (p^2), but attention still runs
+    return self_share * self_skipped + ffn_share * ffn_skipped + cross_share * attention_off * ffn_off

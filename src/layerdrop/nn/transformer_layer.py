@@ -61,8 +61,7 @@ class TransformerLayer(nn.Module):
         else:
             self.fc1 = self.fc2 = self.final_layer_norm = None
 
-    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, branch) -> torch.Tensor:
-        scale = self.drop_plan.scale if self.training and self.drop_plan is not None else None
+    def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, branch, scale: torch.Tensor | None = None) -> torch.Tensor:
         if self.normalize_before:
             out = self.dropout(branch(norm(x)))
             return x + (out if scale is None else out * scale)
@@ -87,16 +86,18 @@ class TransformerLayer(nn.Module):
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        plan = self.drop_plan if self.training else None
+        # Take this pass's plan and forget it: a kept plan would hold the autograd graph (and block deepcopy).
+        plan, self.drop_plan = (self.drop_plan if self.training else None), None
+        scale = None if plan is None else plan.scale  # learned gates: 1 in value, a gradient for the drop rate
         if self.gate is not None and self.training:
             self.gate.observe(x)
         if self.self_attn is not None and (plan is None or plan.attention):
             heads = None if plan is None else plan.heads
-            x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask, heads))
+            x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask, heads), scale)
         if self.encoder_attn is not None:
             x = self._residual(x, self.encoder_attn_layer_norm,
-                               lambda h: self.encoder_attn(h, memory, memory_padding_mask, cache))
+                               lambda h: self.encoder_attn(h, memory, memory_padding_mask, cache), scale)
         if self.fc1 is not None and (plan is None or plan.ffn):
             halves = None if plan is None else plan.ffn_halves
-            x = self._residual(x, self.final_layer_norm, lambda h: self._ffn(h, halves))
+            x = self._residual(x, self.final_layer_norm, lambda h: self._ffn(h, halves), scale)
         return x

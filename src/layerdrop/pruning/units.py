@@ -79,14 +79,17 @@ def _drop_keys(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> Non
         del state[key]
 
 
-def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor], stack: str, request: Mapping[str, Any]) -> tuple[Any, dict[str, torch.Tensor]]:
-    """Remove the heads, sublayers and FFN halves that ``request`` (field name -> value) does not keep."""
+def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stack: str,
+                request: Mapping[str, Any]) -> tuple[Any, dict[str, torch.Tensor] | None]:
+    """Remove the heads, sublayers and FFN halves that ``request`` (field name -> value) does not keep.
+    With ``state_dict=None`` only the config changes (a model about to be built fresh)."""
     from layerdrop.pruning.keep import parse_layers_to_keep
 
     num_layers = getattr(config, f"{stack}_layers")
     heads, ffn = layer_shapes(config, stack)
     head_dim = getattr(config, f"{stack}_embed_dim") // getattr(config, f"{stack}_attention_heads")
-    state = dict(state_dict)
+    state = dict(state_dict) if state_dict is not None else {}
+    has_weights = state_dict is not None
     parsed: dict[str, list[int]] = {}
     flag = lambda name: flag_name(f"{stack}_{name}")
     layer = lambda l: f"{stack}.layers.{l}."
@@ -112,6 +115,9 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor], stack: str,
         for l in range(num_layers):
             if heads[l] == 0:
                 continue
+            if not has_weights:
+                heads[l] = len(keep)
+                continue
             prefix = layer(l) + "self_attn."
             w = state[prefix + "qkv_proj.weight"]
             state[prefix + "qkv_proj.weight"] = w.view(3, heads[l], head_dim, -1).index_select(1, index).reshape(-1, w.shape[1]).clone()
@@ -130,6 +136,9 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor], stack: str,
             if ffn[l] % 2:
                 raise UserError(f"{flag('ffn_halves_to_keep')}: layer {l} has an odd FFN width {ffn[l]}; valid: an even width")
             half = ffn[l] // 2
+            if not has_weights:
+                ffn[l] = half * len(keep)
+                continue
             rows = torch.cat([torch.arange(h * half, (h + 1) * half) for h in keep])
             prefix = layer(l)
             state[prefix + "fc1.weight"] = state[prefix + "fc1.weight"].index_select(0, rows).clone()
@@ -144,18 +153,24 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor], stack: str,
         f"{stack}_layer_heads": heads, f"{stack}_layer_ffn_dims": ffn, f"{stack}_pruned_units": record,
         **{f"{stack}_{name}": None for name in REQUESTS if hasattr(config, f"{stack}_{name}")},
     })
-    return new_config, state
+    return new_config, (state if has_weights else None)
 
 
-def _already_applied(config: Any, stack: str, request: Mapping[str, Any]) -> bool:
+def _already_applied(config: Any, stack: str, name: str, value: Any) -> bool:
     """Training a pruned model again with the same flags must not prune it a second time."""
     from layerdrop.pruning.keep import _as_items
 
     record = getattr(config, f"{stack}_pruned_units", None) or {}
     try:
-        return all(name in record and sorted(int(i) for i in _as_items(value)) == record[name] for name, value in request.items())
+        return name in record and sorted(int(i) for i in _as_items(value)) == record[name]
     except (TypeError, ValueError):
         return False
+
+
+def without_requests(config: Any) -> Any:
+    """The config with every pruning request (layers and units) cleared."""
+    names = [f"{stack}_{what}" for stack in ("encoder", "decoder") for what in ("layers_to_keep", *REQUESTS)]
+    return dataclasses.replace(config, **{name: None for name in names if hasattr(config, name)})
 
 
 def apply_unit_requests(config: Any, state_dict: Mapping[str, torch.Tensor] | None, log: Callable[[str], None]) -> tuple[Any, dict | None, bool]:
@@ -166,11 +181,14 @@ def apply_unit_requests(config: Any, state_dict: Mapping[str, torch.Tensor] | No
         request = requested_units(config, stack)
         if not request:
             continue
-        if _already_applied(config, stack, request):
-            log(f"| {stack} already pruned to {getattr(config, f'{stack}_pruned_units')}; not pruning again")
-            config = dataclasses.replace(config, **{f"{stack}_{name}": None for name in request})
+        # Each request is judged on its own: a rerun may repeat old flags and add a new one.
+        done = {name for name, value in request.items() if _already_applied(config, stack, name, value)}
+        if done:
+            log(f"| {stack} already pruned with {', '.join(flag_name(f'{stack}_{n}') for n in sorted(done))}; not pruning again")
+            config = dataclasses.replace(config, **{f"{stack}_{name}": None for name in done})
+        todo = {name: value for name, value in request.items() if name not in done}
+        if not todo:
             continue
-        config, new_state = prune_units(config, state or {}, stack, request)
-        state = new_state if state is not None else None
+        config, state = prune_units(config, state, stack, todo)
         pruned = True
     return config, state, pruned

@@ -19,6 +19,7 @@ from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.glue import SPLIT_FILES, Examples, load_glue
 from layerdrop.data.tokenizers import require_bpe, BPETokenizer
 from layerdrop.errors import UserError
+from layerdrop.pruning.units import without_requests
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
 
@@ -86,7 +87,8 @@ class ClassificationTask:
             raise UserError(f"--restore-file: the checkpoint classifies {config.label_names}, this data has {self.label_names}; "
                             "valid: a masked-LM checkpoint or one fine-tuned on the same labels")
         config = dataclasses.replace(config, num_classes=len(self.label_names), label_names=self.label_names)
-        head = TransformerEncoderModel(dataclasses.replace(config, encoder_layers_to_keep=None, encoder_layers=1))
+        head = TransformerEncoderModel(dataclasses.replace(without_requests(config), encoder_layers=1,
+                                                           encoder_layer_heads=None, encoder_layer_ffn_dims=None))
         state_dict = {**state_dict, **{k: v for k, v in head.state_dict().items() if k.startswith("classification_head.")}}
         return config, state_dict, True
 

@@ -1,0 +1,236 @@
+"""Write docs/results/RESULTS.md (tables, plots, and the claims table) from the experiments' JSON files.
+
+Every number comes from docs/results/<experiment>.json, written by the experiment scripts; an experiment
+not run yet is listed as such. The claims table compares measured numbers only.
+
+    python reproduce/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from study import RESULTS
+
+EXPERIMENTS = [
+    ("fig2_lm_shakespeare", "python reproduce/fig2_lm.py --corpus shakespeare"),
+    ("fig2_lm_wikitext2", "python reproduce/fig2_lm.py --corpus wikitext2"),
+    ("fig2_translation", "python reproduce/fig2_translation.py"),
+    ("fig3_classification", "python reproduce/fig3_classification.py"),
+    ("fig4_units", "python reproduce/fig4_units.py"),
+    ("fig4_strategies", "python reproduce/fig4_strategies.py"),
+    ("fig5_importance", "python reproduce/fig5_importance.py"),
+    ("fig6_rates", "python reproduce/fig6_rates.py"),
+    ("fig7_speed", "python reproduce/fig7_speed.py"),
+]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lines(lines: dict[str, dict[str, float]], metric: str, title: str, path: Path, xlabel: str = "layers kept") -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in lines.items():
+        depths = sorted(values, key=int)
+        ax.plot([int(d) for d in depths], [values[d] for d in depths], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def plot_bars(groups: dict[str, dict[str, float]], metric: str, title: str, path: Path) -> str:
+    """Grouped bars: one group per key of ``groups``, one bar per inner key."""
+    plt = _pyplot()
+    series = list(dict.fromkeys(k for inner in groups.values() for k in inner))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / max(len(series), 1)
+    for i, name in enumerate(series):
+        xs = [g + i * width for g in range(len(groups))]
+        ax.bar(xs, [inner.get(name, float("nan")) for inner in groups.values()], width, label=name)
+    ax.set_xticks([g + width * (len(series) - 1) / 2 for g in range(len(groups))])
+    ax.set_xticklabels(list(groups), fontsize=8, rotation=15)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    values = [v for inner in groups.values() for v in inner.values()]
+    low, high = min(values), max(values)
+    ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.1 * (high - low + 1e-9))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def lines_table(lines: dict[str, dict[str, float]], depths: list[int], digits: int = 3) -> list[str]:
+    out = ["| model | " + " | ".join(f"{d} layers" for d in depths) + " |", "| --- |" + " ---: |" * len(depths)]
+    for label, values in lines.items():
+        out.append(f"| {label} | " + " | ".join(f"{values[str(d)]:.{digits}f}" if str(d) in values else "" for d in depths) + " |")
+    return out
+
+
+def header(name: str, command: str, data: dict[str, Any]) -> list[str]:
+    minutes = data["wall_seconds"] / 60
+    return [f"## {data['description']}", "",
+            f"`{command}`: {minutes:.1f} min wall time on this machine ({data['machine']['cpus']} cores), seeds {data['seeds']}. "
+            f"Raw numbers and every command run: [`{name}.json`]({name}.json).", ""]
+
+
+def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
+    out = header(name, command, data)
+    if name.startswith("fig2") or name == "fig6_rates":
+        digits = 1 if "BLEU" in data["metric"] or "ppl" in data["metric"] else 3
+        image = plot_lines(data["lines"], data["metric"], data["description"], RESULTS / f"{name}.png")
+        out += [f"{data['metric']} ({'higher' if data['higher_is_better'] else 'lower'} is better), pruned every other way:", ""]
+        out += lines_table(data["lines"], data["depths"], digits) + ["", f"![{name}]({image})", ""]
+    elif name == "fig3_classification":
+        for task, lines in data["tasks"].items():
+            image = plot_lines(lines, data["metric"], f"{task}: {data['pruning']}", RESULTS / f"{name}_{task}.png")
+            out += [f"**{task}**, {data['metric']}:", ""] + lines_table(lines, data["depths"], 2) + ["", f"![{task}]({image})", ""]
+    elif name == "fig4_units":
+        rows = data["units"]
+        out += [f"Validation loss, each unit trained with p = {data['p']}:", "",
+                "| unit | full | half | parameters (full → half) | halved with |", "| --- | ---: | ---: | ---: | --- |"]
+        out += [f"| {unit} | {r['full']:.3f} | {r['half']:.3f} | {r['params_full']:,} → {r['params_half']:,} | `{r['half_flags']}` |"
+                for unit, r in rows.items()]
+        image = plot_bars({u: {"full": r["full"], "half": r["half"]} for u, r in rows.items()}, "valid loss",
+                          "structured dropout units", RESULTS / f"{name}.png")
+        out += ["", f"![units]({image})", ""]
+    elif name == "fig4_strategies":
+        strategies = list(dict.fromkeys(s for m in data["models"].values() for s in m if s != "full depth"))
+        for depth in map(str, data["depths"]):
+            out += [f"Validation loss with {depth} of 8 layers kept (kept layers in brackets):", "",
+                    "| model | full depth | " + " | ".join(strategies) + " |", "| --- |" + " ---: |" * (len(strategies) + 1)]
+            for label, by in data["models"].items():
+                cells = [f"{by[s][depth]['score']:.3f} ({','.join(map(str, by[s][depth]['keep']))})" if s in by else "" for s in strategies]
+                out.append(f"| {label} | {by['full depth']['8']['score']:.3f} | " + " | ".join(cells) + " |")
+            out.append("")
+        groups = {s: {label: by[s]["4"]["score"] for label, by in data["models"].items() if s in by} for s in strategies}
+        out += [f"![strategies]({plot_bars(groups, 'valid loss (4 of 8 layers)', 'pruning strategies', RESULTS / f'{name}.png')})", ""]
+    elif name == "fig5_importance":
+        out += ["Relative importance (1 = the most important layer), from 20 random 4-layer subsets:", "",
+                "| model | " + " | ".join(f"layer {l}" for l in range(8)) + " |", "| --- |" + " ---: |" * 8]
+        for label, r in data["models"].items():
+            out.append(f"| {label} | " + " | ".join("" if v is None else f"{v:.2f}" for v in r["relative_importance"]) + " |")
+        out += [""] + [f"![{label}]({r['plot']})" for label, r in data["models"].items()] + [""]
+    elif name == "fig7_speed":
+        out += ["| p | tokens/s | speedup | layers skipped | time saved |", "| ---: | ---: | ---: | ---: | ---: |"]
+        out += [f"| {r['p']} | {r['tokens_per_second']:,.0f} | {r['speedup_vs_p0']:.2f}× | {r['layers_skipped_share']:.1%} | "
+                f"{r['measured_time_saving']:.1%} |" for r in data["rows"]]
+        image = plot_lines({"tokens/s": {str(r["p"]): r["tokens_per_second"] for r in data["rows"]}}, "training tokens/s",
+                           "training speed against p", RESULTS / f"{name}.png", xlabel="p")
+        out += ["", f"![speed]({image})", ""]
+    return out
+
+
+def claims(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per claim of the paper: our numbers, and whether they hold."""
+    rows: list[tuple[str, str, str]] = []
+
+    def better(a: float, b: float, higher: bool) -> bool:
+        return a > b if higher else a < b
+
+    for name in ("fig2_lm_shakespeare", "fig2_lm_wikitext2", "fig2_translation"):
+        if name not in results:
+            continue
+        data = results[name]
+        lines, higher, full = data["lines"], data["higher_is_better"], str(data["layers"])
+        half = str(data["depths"][1]) if name == "fig2_translation" else str(data["layers"] // 2)
+        layerdrop = [label for label in lines if label.startswith("LayerDrop")]
+        best = (max if higher else min)(layerdrop, key=lambda label: lines[label][half])
+        scratch = lines["trained from scratch at that depth"][half]
+        rows.append((f"Pruning a LayerDrop model beats training a small model from scratch ({name}, {half} layers)",
+                     f"{best}: {lines[best][half]:.3f}; from scratch: {scratch:.3f}",
+                     "holds" if better(lines[best][half], scratch, higher) else "does not hold"))
+        base = lines["baseline p=0"][half]
+        rows.append((f"A pruned LayerDrop model beats the baseline pruned the same way ({name}, {half} layers)",
+                     f"{best}: {lines[best][half]:.3f}; baseline: {base:.3f}",
+                     "holds" if better(lines[best][half], base, higher) else "does not hold"))
+        gentle = min(layerdrop, key=lambda label: float(label.split("=")[1]))
+        tolerance = 0.01  # 1 % of the baseline's score
+        at_full, base_full = lines[gentle][full], lines["baseline p=0"][full]
+        no_worse = at_full >= base_full * (1 - tolerance) if higher else at_full <= base_full * (1 + tolerance)
+        rows.append((f"LayerDrop at full depth is no worse than the baseline (within 1 %; {name})",
+                     f"{gentle}: {at_full:.3f}; baseline: {base_full:.3f}", "holds" if no_worse else "does not hold"))
+    if "fig3_classification" in results:
+        data = results["fig3_classification"]
+        for task, lines in data["tasks"].items():
+            for depth in map(str, data["depths"][1:]):
+                ld, base = lines["LayerDrop p=0.5, pruned"][depth], lines["baseline p=0, pruned"][depth]
+                scratch = lines["pretrained from scratch at that depth"][depth]
+                rows.append((f"A LayerDrop encoder pruned before fine-tuning beats the baseline pruned and one pretrained "
+                             f"at that depth ({task}, {depth} layers)", f"{ld:.2f} vs {base:.2f} and {scratch:.2f}",
+                             "holds" if ld > base and ld > scratch else "does not hold"))
+    if "fig4_strategies" in results:
+        data = results["fig4_strategies"]
+        model = data["models"].get("LayerDrop p=0.5", {})
+        for depth in map(str, data["depths"]):
+            if "every-other" in model and "search" in model:
+                ours, best = model["every-other"][depth]["score"], model["search"][depth]["score"]
+                rows.append((f"Every-other is hard to beat (LayerDrop p=0.5, {depth} layers; within 1 % of the search's best)",
+                             f"every-other {ours:.3f}; best found by search {best:.3f}",
+                             "holds" if ours <= best * 1.01 else "does not hold"))
+    if "fig5_importance" in results:
+        for label, r in results["fig5_importance"]["models"].items():
+            values = [v if v is not None else float("-inf") for v in r["relative_importance"]]
+            top_two = sorted(range(len(values)), key=lambda l: -values[l])[:2]
+            ends = {0, len(values) - 1}
+            rows.append((f"The input and output layers matter most ({label})", f"two most important layers: {sorted(top_two)}",
+                         "holds" if set(top_two) == ends else "does not hold"))
+    if "fig6_rates" in results:
+        data = results["fig6_rates"]
+        smallest = str(min(data["depths"]))
+        ranked = [data["lines"][p][smallest] for p in ("p=0.1", "p=0.2", "p=0.5")]
+        rows.append((f"A higher training rate helps heavy pruning ({smallest} of 8 layers)",
+                     "p=0.1 / 0.2 / 0.5: " + " / ".join(f"{v:.3f}" for v in ranked),
+                     "holds" if ranked[0] > ranked[1] > ranked[2] else "does not hold"))
+    if "fig7_speed" in results:
+        speeds = [(r["p"], r["tokens_per_second"]) for r in results["fig7_speed"]["rows"]]
+        rising = all(b[1] > a[1] for a, b in zip(speeds, speeds[1:]))
+        half = next((r["speedup_vs_p0"] for r in results["fig7_speed"]["rows"] if r["p"] == 0.5), None)
+        rows.append(("LayerDrop speeds up training, more with a higher rate",
+                     f"tokens/s rises with p: {rising}; p=0.5: {half:.2f}× the baseline" if half else f"tokens/s rises with p: {rising}",
+                     "holds" if rising else "does not hold"))
+    out = ["## The paper's claims, measured", "", "| claim | measured | verdict |", "| --- | --- | --- |"]
+    out += [f"| {claim} | {measured} | {verdict} |" for claim, measured, verdict in rows]
+    return out
+
+
+def main() -> None:
+    results = {}
+    for name, _ in EXPERIMENTS:
+        path = RESULTS / f"{name}.json"
+        if path.is_file():
+            results[name] = json.loads(path.read_text())
+    total = sum(r["wall_seconds"] for r in results.values()) / 60
+    lines = ["# LayerDrop at CPU scale: the paper's findings, measured", "",
+             "Generated by `make reproduce` (`python reproduce/report.py` rebuilds this page from the JSON files beside it). "
+             "Every number below was measured on this machine by the command shown; nothing is typed in or fitted. "
+             f"Experiments run: {len(results)} of {len(EXPERIMENTS)}, {total:.0f} min in all.", ""]
+    missing = [f"`{command}`" for name, command in EXPERIMENTS if name not in results]
+    if missing:
+        lines += ["Not run yet: " + ", ".join(missing) + ".", ""]
+    for name, command in EXPERIMENTS:
+        if name in results:
+            lines += section(name, command, results[name])
+    lines += claims(results)
+    (RESULTS / "RESULTS.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {RESULTS / 'RESULTS.md'} ({len(results)} experiments)")
+
+
+if __name__ == "__main__":
+    main()

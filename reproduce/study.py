@@ -1,0 +1,123 @@
+"""Shared plumbing for the reproduction study: run ``layerdrop`` commands, time them, keep the record.
+
+Every experiment is a script in this directory that calls the ``layerdrop`` CLI (train, eval, sweep,
+select, importance) and writes ``docs/results/<name>.json`` with the numbers, every command it ran, its
+seeds and its wall time. ``reproduce/report.py`` turns those files into ``docs/results/RESULTS.md``.
+Training resumes from ``checkpoint_last``, so an interrupted experiment picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+# REPRODUCE_QUICK=1 shrinks every budget to a few updates and batches, and REPRODUCE_DIR moves the
+# results and runs elsewhere: the test suite runs the whole study that way to check its plumbing.
+QUICK = os.environ.get("REPRODUCE_QUICK") == "1"
+_BASE = Path(os.environ["REPRODUCE_DIR"]) if os.environ.get("REPRODUCE_DIR") else None
+RESULTS = _BASE / "results" if _BASE else ROOT / "docs" / "results"
+RUNS = _BASE / "runs" if _BASE else ROOT / "runs" / "reproduce"
+_QUICK_VALUES = {"--max-update": "6", "--validate-interval-updates": "3", "--max-valid-steps": "2"}
+
+
+def _quick(args: list[str]) -> list[str]:
+    """The same command with tiny budgets (REPRODUCE_QUICK=1)."""
+    out = list(args)
+    for flag, value in _QUICK_VALUES.items():
+        if flag in out:
+            out[out.index(flag) + 1] = value
+    if out[0] in ("eval", "select", "sweep", "importance") and "--max-valid-steps" not in out:
+        out += ["--max-valid-steps", "2"]
+    return out
+
+
+class Study:
+    """One experiment: where its runs and results go, and the log of what it ran."""
+
+    def __init__(self, name: str, description: str, seeds: list[int]):
+        self.name, self.description, self.seeds = name, description, seeds
+        self.runs = RUNS / name
+        self.commands: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.runs.mkdir(parents=True, exist_ok=True)
+
+    def layerdrop(self, *args: str) -> str:
+        """Run one ``layerdrop`` command; its stdout is returned and the command and its time are logged."""
+        args = _quick(list(map(str, args))) if QUICK else list(map(str, args))
+        command = [sys.executable, "-m", "layerdrop", *args]
+        shown = "layerdrop " + " ".join(map(str, args))
+        print(f"$ {shown}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        seconds = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"{self.name}: command failed ({proc.returncode}): {shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        self.commands.append({"command": shown, "seconds": round(seconds, 1)})
+        return proc.stdout
+
+    def train(self, slug: str, flags: list[str]) -> Path:
+        """Train (or finish, or reuse) one model; returns its checkpoint_last."""
+        save_dir = self.runs / slug
+        self.layerdrop("train", "--save-dir", save_dir, "--no-progress-bar", *flags)
+        return save_dir / "checkpoint_last"
+
+    def sweep(self, paths: list[Path], depths: list[int], out: str, *flags: str) -> dict[str, Any]:
+        prefix = RESULTS / out
+        args = [a for p in paths for a in ("--path", p)]
+        self.layerdrop("sweep", *args, "--depths", ",".join(map(str, depths)), "--out", prefix, *flags)
+        return json.loads(prefix.with_suffix(".json").read_text())
+
+    def write(self, results: dict[str, Any]) -> Path:
+        record = {
+            "experiment": self.name, "description": self.description, "seeds": self.seeds,
+            "wall_seconds": round(time.perf_counter() - self.started), "commands": self.commands,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": torch_threads()},
+            **results,
+        }
+        path = RESULTS / f"{self.name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, path)
+        print(f"wrote {path} ({record['wall_seconds']} s)")
+        return path
+
+
+def keep_list(layers: int, depth: int) -> str:
+    """The paper's every-other rule as a --*-layers-to-keep value."""
+    from layerdrop.pruning import every_other
+
+    return ",".join(map(str, every_other(layers, depth)))
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def number(pattern: str, text: str) -> float:
+    """The first number after ``pattern`` in a command's output."""
+    match = re.search(pattern + r"\s*([-\d.]+)", text)
+    if match is None:
+        raise ValueError(f"no {pattern!r} in output:\n{text[-2000:]}")
+    return float(match.group(1))
+
+
+def table_value(text: str, column: str) -> float:
+    """A value from the one-row table that ``layerdrop eval`` prints."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        header = line.split()
+        if column in header and i + 2 < len(lines) and set(lines[i + 1].replace(" ", "")) == {"-"}:
+            return float(lines[i + 2].split()[header.index(column)].replace(",", ""))
+    raise ValueError(f"no column {column!r} in:\n{text[-2000:]}")
