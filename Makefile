@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-tasks clean
+.PHONY: setup demo test bench bench-tasks reproduce reproduce-report clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,14 @@ bench: $(STAMP)
 bench-tasks: $(STAMP)
 	$(PY) benchmarks/translation_depth.py
 	$(PY) benchmarks/sst2_depth.py
+
+# The paper's findings at CPU scale (docs/results/RESULTS.md); about 3 hours on 2 cores. Every
+# experiment resumes where it stopped and can be run alone (README: "Reproducing the paper").
+reproduce: $(STAMP)
+	$(PY) reproduce/run_all.py
+
+reproduce-report: $(STAMP)
+	$(PY) reproduce/report.py
 
 clean:
 	rm -rf $(VENV) runs

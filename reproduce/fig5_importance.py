@@ -21,9 +21,9 @@ def main() -> None:
             raise SystemExit(f"fig5_importance needs {checkpoint}; run python reproduce/fig2_lm.py --corpus shakespeare")
         out = RESULTS / f"fig5_importance_{slug}"
         study.layerdrop("importance", "--path", checkpoint, "--depth", "4", "--samples", "20", "--seed", "1", "--out", out)
-        data = json.loads(out.with_suffix(".json").read_text())
+        data = json.loads(out.with_name(out.name + ".json").read_text())
         results[label] = {"relative_importance": data["relative_importance"], "importance": data["importance"],
-                          "full_depth_score": data["full_depth_score"], "plot": out.with_suffix(".png").name}
+                          "full_depth_score": data["full_depth_score"], "plot": out.name + ".png"}
     study.write({"metric": "valid loss", "depth": 4, "samples": 20, "models": results})
 
 

@@ -12,19 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from run_all import EXPERIMENTS as RUN_ORDER
 from study import RESULTS
 
-EXPERIMENTS = [
-    ("fig2_lm_shakespeare", "python reproduce/fig2_lm.py --corpus shakespeare"),
-    ("fig2_lm_wikitext2", "python reproduce/fig2_lm.py --corpus wikitext2"),
-    ("fig2_translation", "python reproduce/fig2_translation.py"),
-    ("fig3_classification", "python reproduce/fig3_classification.py"),
-    ("fig4_units", "python reproduce/fig4_units.py"),
-    ("fig4_strategies", "python reproduce/fig4_strategies.py"),
-    ("fig5_importance", "python reproduce/fig5_importance.py"),
-    ("fig6_rates", "python reproduce/fig6_rates.py"),
-    ("fig7_speed", "python reproduce/fig7_speed.py"),
-]
+# (name, command) in figure order
+EXPERIMENTS = sorted((name, "python reproduce/" + " ".join(command)) for name, command, _ in RUN_ORDER)
 
 
 def _pyplot():
@@ -40,8 +32,8 @@ def plot_lines(lines: dict[str, dict[str, float]], metric: str, title: str, path
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, values in lines.items():
-        depths = sorted(values, key=int)
-        ax.plot([int(d) for d in depths], [values[d] for d in depths], marker="o", label=label)
+        xs = sorted(values, key=float)
+        ax.plot([float(x) for x in xs], [values[x] for x in xs], marker="o", label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)

@@ -8,11 +8,12 @@ Training resumes from ``checkpoint_last``, so an interrupted experiment picks up
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,17 +54,20 @@ class Study:
 
     def layerdrop(self, *args: str) -> str:
         """Run one ``layerdrop`` command; its stdout is returned and the command and its time are logged."""
+        from layerdrop.cli import main as layerdrop_main
+
         args = _quick(list(map(str, args))) if QUICK else list(map(str, args))
-        command = [sys.executable, "-m", "layerdrop", *args]
-        shown = "layerdrop " + " ".join(map(str, args))
+        shown = "layerdrop " + " ".join(args)
         print(f"$ {shown}", flush=True)
         start = time.perf_counter()
-        proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = layerdrop_main(args)  # the command's own entry point, in this process
         seconds = time.perf_counter() - start
-        if proc.returncode != 0:
-            sys.exit(f"{self.name}: command failed ({proc.returncode}): {shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        if code != 0:
+            sys.exit(f"{self.name}: command failed ({code}): {shown}\n{out.getvalue()[-3000:]}\n{err.getvalue()[-3000:]}")
         self.commands.append({"command": shown, "seconds": round(seconds, 1)})
-        return proc.stdout
+        return out.getvalue()
 
     def train(self, slug: str, flags: list[str]) -> Path:
         """Train (or finish, or reuse) one model; returns its checkpoint_last."""
@@ -75,7 +79,7 @@ class Study:
         prefix = RESULTS / out
         args = [a for p in paths for a in ("--path", p)]
         self.layerdrop("sweep", *args, "--depths", ",".join(map(str, depths)), "--out", prefix, *flags)
-        return json.loads(prefix.with_suffix(".json").read_text())
+        return json.loads(prefix.with_name(prefix.name + ".json").read_text())
 
     def write(self, results: dict[str, Any]) -> Path:
         record = {
