@@ -27,7 +27,9 @@ QUICK = os.environ.get("REPRODUCE_QUICK") == "1"
 _BASE = Path(os.environ["REPRODUCE_DIR"]) if os.environ.get("REPRODUCE_DIR") else None
 RESULTS = _BASE / "results" if _BASE else ROOT / "docs" / "results"
 RUNS = _BASE / "runs" if _BASE else ROOT / "runs" / "reproduce"
-_QUICK_VALUES = {"--max-update": "6", "--validate-interval-updates": "3", "--max-valid-steps": "2"}
+_QUICK_VALUES = {"--max-update": "6", "--validate-interval-updates": "3", "--max-valid-steps": "2",
+                 "--decoder-embed-dim": "32", "--decoder-ffn-embed-dim": "64", "--encoder-embed-dim": "32",
+                 "--encoder-ffn-embed-dim": "64", "--tokens-per-sample": "32", "--bpe-vocab-size": "400"}
 
 
 def _quick(args: list[str]) -> list[str]:
