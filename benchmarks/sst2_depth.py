@@ -7,7 +7,7 @@ twice: at full depth and pruned to layers 0,2,4 with --encoder-layers-to-keep; d
 metric, scored on checkpoint_last. All settings were fixed beforehand; the dev set only scores.
 
 Writes benchmarks/results/sst2_depth.json.
-Usage: python benchmarks/sst2_depth.py [--shared ../shared/data] [--pretrain-updates 1000] [--finetune-updates 1200]
+Usage: python benchmarks/sst2_depth.py [--shared ../shared/data] [--pretrain-updates 1000] [--finetune-updates 2400]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     parser.add_argument("--pretrain-updates", default="1000")
-    parser.add_argument("--finetune-updates", default="1200")
+    parser.add_argument("--finetune-updates", default="2400")
     parser.add_argument("--root", default="runs/sst2_depth")
     args = parser.parse_args()
     text, sst2 = f"{args.shared}/wikitext-2", f"{args.shared}/glue/SST-2"
