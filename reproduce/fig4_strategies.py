@@ -4,7 +4,7 @@ The Tiny Shakespeare models of fig2_lm (8 layers: LayerDrop 0.5 and the baseline
 same way with learned gates (--decoder-learned-gates, p = 0.5). Each strategy picks the layers with
 `layerdrop select`; the score is the validation loss (nats per character) of the kept layers.
 
-    python reproduce/fig4_strategies.py    # about 15 minutes on 2 cores, after fig2_lm.py --corpus shakespeare
+    python reproduce/fig4_strategies.py    # about 7 minutes on 2 cores, after fig2_lm.py --corpus shakespeare
 """
 
 from __future__ import annotations

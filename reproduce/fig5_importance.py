@@ -1,7 +1,7 @@
 """Figure 5: relative importance of each layer, from 20 random 4-layer subsets of the 8-layer Tiny
 Shakespeare models of fig2_lm (LayerDrop 0.5 and the baseline), scored on the validation set.
 
-    python reproduce/fig5_importance.py    # about 3 minutes on 2 cores, after fig2_lm.py --corpus shakespeare
+    python reproduce/fig5_importance.py    # about 1 minute on 2 cores, after fig2_lm.py --corpus shakespeare
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 benchmarks/train_speed.py trains one LM (12 layers, width 256, context 128, batch 16) at each rate,
 the rates taking turns in short rounds so machine noise hits them alike.
 
-    python reproduce/fig7_speed.py    # about 5 minutes on 2 cores
+    python reproduce/fig7_speed.py    # about 6 minutes on 2 cores
 """
 
 from __future__ import annotations

@@ -23,16 +23,19 @@ def tiny_model(seed: int = 0, **changes) -> TransformerLM:
     return TransformerLM(tiny_config(**changes))
 
 
-@pytest.fixture
-def corpus_dir(tmp_path) -> Path:
+def write_corpus(directory: Path) -> Path:
     """A small corpus directory in the three-file layout, cut from the embedded Tiny Shakespeare."""
     text = embedded_text()
-    directory = tmp_path / "corpus"
     directory.mkdir()
     (directory / "train.txt").write_text(text[:30000])
     (directory / "valid.txt").write_text(text[30000:33000])
     (directory / "test.txt").write_text(text[33000:36000])
     return directory
+
+
+@pytest.fixture
+def corpus_dir(tmp_path) -> Path:
+    return write_corpus(tmp_path / "corpus")
 
 
 TINY_TRAIN = ["--decoder-layers", "4", "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",

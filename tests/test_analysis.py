@@ -4,11 +4,10 @@ import math
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, write_corpus
 from layerdrop.analysis.scoring import Metric, Scorer
 from layerdrop.analysis.strategies import angular_keep, block_influence_keep, search_subsets, select_layers
 from layerdrop.checkpoint import load_checkpoint, save_checkpoint
-from layerdrop.data.corpus import embedded_text
 from layerdrop.train import TrainConfig, train
 
 LAYERS = 4
@@ -18,11 +17,7 @@ LAYERS = 4
 def trained(tmp_path_factory):
     """A 4-layer character LM trained briefly on a slice of the embedded corpus."""
     root = tmp_path_factory.mktemp("analysis")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    text = embedded_text()
-    (corpus / "train.txt").write_text(text[:30000])
-    (corpus / "valid.txt").write_text(text[30000:32000])
+    corpus = write_corpus(root / "corpus")
     run = TrainConfig(data=str(corpus), save_dir=str(root / "run"), max_update=40, batch_size=8, warmup_updates=4,
                       no_progress_bar=True, max_valid_steps=4, validate_interval_updates=40)
     model = dict(decoder_layers=LAYERS, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,

@@ -6,7 +6,7 @@ import pytest
 
 from layerdrop.checkpoint import load_checkpoint
 
-from conftest import TINY_TRAIN, run_cli
+from conftest import TINY_TRAIN, run_cli, write_corpus
 
 
 def params(text: str) -> list[int]:
@@ -15,14 +15,8 @@ def params(text: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from layerdrop.data.corpus import embedded_text
-
     root = tmp_path_factory.mktemp("cli")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    text = embedded_text()
-    for name, (a, b) in {"train": (0, 30000), "valid": (30000, 33000), "test": (33000, 36000)}.items():
-        (corpus / f"{name}.txt").write_text(text[a:b])
+    corpus = write_corpus(root / "corpus")
     save_dir = root / "run"
     proc = run_cli("train", "--data", str(corpus), "--save-dir", str(save_dir), "--max-update", "30",
                    "--validate-interval-updates", "15", "--decoder-layerdrop", "0.5", *TINY_TRAIN)
