@@ -92,7 +92,6 @@ def main() -> None:
         entry = results.get("models", {}).get(label, {"save_dir": save_dir})
         entry["train_seconds"] = compute_seconds(save_dir)
         entry["train_wall_seconds"] = wall_seconds(save_dir)
-        entry.pop("wall_seconds_last_invocation", None)  # older files: a rerun's no-op time, not the training's
         entry["torch_threads"] = int(os.environ.get("OMP_NUM_THREADS", "0")) or None
         entry["train_command"] = "layerdrop " + " ".join(train)
         entry.setdefault("bleu", {})
