@@ -3,6 +3,10 @@
 Learned positions, tied input/output embeddings (by default), causal attention through
 ``scaled_dot_product_attention``, and incremental decoding with a per-layer KV cache. Parameter
 names put every layer under ``decoder.layers.N.`` so one pruning function serves every model.
+
+For word-level vocabularies (WikiText's 33,278 words) the full softmax costs more than the layers;
+``--adaptive-softmax-cutoff`` swaps it for torch's adaptive softmax (Grave et al., 2017), which the
+paper's WikiText-103 models also use. Its probabilities are exact, so perplexity is unchanged in meaning.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
+from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.layerdrop import LayerDropModuleList
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
@@ -36,7 +41,11 @@ class TransformerLMConfig(DecoderUnits):
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
     decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
     decoder_layers_to_keep: str | None = option(None, "keep only these decoder layers, e.g. 0,2,4 (prunes the model at load)")
-    share_decoder_input_output_embed: bool = option(True, "tie input and output embeddings")
+    share_decoder_input_output_embed: bool = option(True, "tie input and output embeddings (not with an adaptive softmax)")
+    adaptive_softmax_cutoff: str | None = option(
+        None, "adaptive softmax: comma-separated frequency-rank cutoffs, e.g. 2000,10000 (cheapest when ids are "
+        "sorted by frequency, as --tokenizer word's are)")
+    adaptive_softmax_factor: float = option(4.0, "adaptive softmax: each tail cluster's width is the previous one's / this")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
     decoder_kept_layers: list[int] | None = option(None, "original indices of the layers of a pruned model", cli=False)
 
@@ -44,7 +53,8 @@ class TransformerLMConfig(DecoderUnits):
     architecture_fields = (
         "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
         "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
-        "decoder_layer_heads", "decoder_layer_ffn_dims", "decoder_learned_gates",
+        "decoder_layer_heads", "decoder_layer_ffn_dims", "decoder_learned_gates", "adaptive_softmax_cutoff",
+        "adaptive_softmax_factor",
     )
 
     def validate(self) -> None:
@@ -52,6 +62,25 @@ class TransformerLMConfig(DecoderUnits):
                                    "decoder_attention_heads", "tokens_per_sample"))
         check_heads_divide(self.decoder_embed_dim, self.decoder_attention_heads, "decoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"))
+        if self.adaptive_softmax_cutoff is not None:
+            self.cutoffs()
+            if not self.adaptive_softmax_factor > 1:
+                raise UserError(f"--adaptive-softmax-factor: got {self.adaptive_softmax_factor!r}; valid: a number above 1")
+
+    def cutoffs(self) -> list[int]:
+        """The adaptive softmax's cutoffs, checked against the vocabulary (once it is known)."""
+        text = str(self.adaptive_softmax_cutoff)
+        valid = ("increasing integers" + (f" between 1 and {self.vocab_size - 2} (the vocabulary has {self.vocab_size} "
+                                          "entries)" if self.vocab_size else "") + ", e.g. 2000,10000")
+        try:
+            cutoffs = [int(part) for part in text.split(",")]
+        except ValueError:
+            cutoffs = []
+        upper = self.vocab_size - 2 if self.vocab_size else None  # torch keeps at least 2 words in the last cluster
+        if (not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1
+                or (upper is not None and cutoffs[-1] > upper)):
+            raise UserError(f"--adaptive-softmax-cutoff: got {text!r}; valid: {valid}")
+        return cutoffs
 
 
 def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
@@ -74,9 +103,13 @@ class TransformerLM(nn.Module):
             raise ValueError("prune the config with layerdrop.pruning.apply_layers_to_keep before building the model")
         self.cfg = cfg
         self.decoder = TransformerStack(stack_spec(cfg), name="decoder")
-        self.output_projection = (
-            None if cfg.share_decoder_input_output_embed else nn.Linear(cfg.decoder_embed_dim, cfg.vocab_size, bias=False)
-        )
+        self.adaptive_softmax = None
+        self.output_projection = None
+        if cfg.adaptive_softmax_cutoff is not None:
+            self.adaptive_softmax = nn.AdaptiveLogSoftmaxWithLoss(
+                cfg.decoder_embed_dim, cfg.vocab_size, cfg.cutoffs(), div_value=cfg.adaptive_softmax_factor)
+        elif not cfg.share_decoder_input_output_embed:
+            self.output_projection = nn.Linear(cfg.decoder_embed_dim, cfg.vocab_size, bias=False)
         init_weights(self, cfg.decoder_layers)
 
     @property
@@ -84,6 +117,9 @@ class TransformerLM(nn.Module):
         return self.decoder.layers
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores over the vocabulary (log-probabilities with an adaptive softmax: the same after a softmax)."""
+        if self.adaptive_softmax is not None:
+            return self.adaptive_softmax.log_prob(hidden.reshape(-1, hidden.shape[-1])).view(*hidden.shape[:-1], -1)
         if self.output_projection is None:
             return F.linear(hidden, self.decoder.embed_tokens.weight)
         return self.output_projection(hidden)
@@ -95,8 +131,14 @@ class TransformerLM(nn.Module):
         caches: list[KVCache] | None = None,
         start_pos: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for every position, and the mean cross-entropy (nats/token) when targets are given."""
-        logits = self.output_logits(self.decoder(tokens, caches, start_pos))
+        """Logits for every position, and the mean cross-entropy (nats/token) when targets are given.
+
+        With an adaptive softmax and targets, only the loss is computed (the logits are None): scoring just
+        the target's cluster is what makes it cheap."""
+        hidden = self.decoder(tokens, caches, start_pos)
+        if self.adaptive_softmax is not None and targets is not None:
+            return None, self.adaptive_softmax(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)).loss
+        logits = self.output_logits(hidden)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
