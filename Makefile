@@ -34,7 +34,7 @@ bench-tasks: $(STAMP)
 	$(PY) benchmarks/translation_depth.py
 	$(PY) benchmarks/sst2_depth.py
 
-# The paper's findings at CPU scale (docs/results/RESULTS.md); about 3 hours on 2 cores. Every
+# The paper's findings at CPU scale (docs/results/RESULTS.md); about 2 hours on 2 cores. Every
 # experiment resumes where it stopped and can be run alone (README: "Reproducing the paper").
 reproduce: $(STAMP)
 	$(PY) reproduce/run_all.py
