@@ -4,7 +4,7 @@ baseline pruned the same way, and models of that depth trained from scratch on t
 Two corpora: Tiny Shakespeare at character level (the embedded copy; validation loss in nats per
 character) and WikiText-2 at word level (the standard split; test perplexity, as in the literature).
 
-    python reproduce/fig2_lm.py --corpus shakespeare     # about 15 minutes on 2 cores
+    python reproduce/fig2_lm.py --corpus shakespeare     # 18 minutes on 2 cores
     python reproduce/fig2_lm.py --corpus wikitext2       # 19 minutes on 2 cores; needs ../shared/data
     python reproduce/fig2_lm.py --corpus shakespeare --data my_corpus_dir   # the same study on your data
 """

@@ -63,20 +63,24 @@ class TransformerLMConfig(DecoderUnits):
         check_heads_divide(self.decoder_embed_dim, self.decoder_attention_heads, "decoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"))
         if self.adaptive_softmax_cutoff is not None:
-            self.cutoffs()
-            if not self.adaptive_softmax_factor > 1:
-                raise UserError(f"--adaptive-softmax-factor: got {self.adaptive_softmax_factor!r}; valid: a number above 1")
+            clusters = len(self.cutoffs())
+            factor = self.adaptive_softmax_factor
+            # The last tail cluster projects to decoder_embed_dim // factor**clusters dimensions: at 0 it cannot learn.
+            if not 1 < factor < float("inf") or self.decoder_embed_dim // factor**clusters < 1:
+                raise UserError(f"--adaptive-softmax-factor: got {factor!r}; valid: a number above 1 that leaves the last "
+                                f"tail cluster at least 1 dimension (--decoder-embed-dim {self.decoder_embed_dim} // "
+                                f"factor^{clusters} >= 1)")
 
     def cutoffs(self) -> list[int]:
         """The adaptive softmax's cutoffs, checked against the vocabulary (once it is known)."""
         text = str(self.adaptive_softmax_cutoff)
-        valid = ("increasing integers" + (f" between 1 and {self.vocab_size - 2} (the vocabulary has {self.vocab_size} "
+        valid = ("increasing integers" + (f" between 1 and {self.vocab_size - 1} (the vocabulary has {self.vocab_size} "
                                           "entries)" if self.vocab_size else "") + ", e.g. 2000,10000")
         try:
             cutoffs = [int(part) for part in text.split(",")]
         except ValueError:
             cutoffs = []
-        upper = self.vocab_size - 2 if self.vocab_size else None  # torch keeps at least 2 words in the last cluster
+        upper = self.vocab_size - 1 if self.vocab_size else None
         if (not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1
                 or (upper is not None and cutoffs[-1] > upper)):
             raise UserError(f"--adaptive-softmax-cutoff: got {text!r}; valid: {valid}")
@@ -130,7 +134,7 @@ class TransformerLM(nn.Module):
         targets: torch.Tensor | None = None,
         caches: list[KVCache] | None = None,
         start_pos: int = 0,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for every position, and the mean cross-entropy (nats/token) when targets are given.
 
         With an adaptive softmax and targets, only the loss is computed (the logits are None): scoring just
