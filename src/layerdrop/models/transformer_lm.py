@@ -74,16 +74,14 @@ class TransformerLMConfig(DecoderUnits):
     def cutoffs(self) -> list[int]:
         """The adaptive softmax's cutoffs, checked against the vocabulary (once it is known)."""
         text = str(self.adaptive_softmax_cutoff)
-        valid = ("increasing integers" + (f" between 1 and {self.vocab_size - 1} (the vocabulary has {self.vocab_size} "
-                                          "entries)" if self.vocab_size else "") + ", e.g. 2000,10000")
         try:
             cutoffs = [int(part) for part in text.split(",")]
         except ValueError:
             cutoffs = []
-        upper = self.vocab_size - 1 if self.vocab_size else None
-        if (not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1
-                or (upper is not None and cutoffs[-1] > upper)):
-            raise UserError(f"--adaptive-softmax-cutoff: got {text!r}; valid: {valid}")
+        upper = self.vocab_size - 1 if self.vocab_size else None  # torch's limit: the last cluster keeps 1 word
+        if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or (upper and cutoffs[-1] > upper):
+            bounds = f" between 1 and {upper} (the vocabulary has {self.vocab_size} entries)" if upper else ""
+            raise UserError(f"--adaptive-softmax-cutoff: got {text!r}; valid: increasing integers{bounds}, e.g. 2000,10000")
         return cutoffs
 
 
