@@ -28,6 +28,7 @@ from tqdm import tqdm
 from layerdrop.checkpoint import build_model, load_checkpoint, recover_dir, replace_dir, save_checkpoint
 from layerdrop.config import flag_name, option
 from layerdrop.data.corpus import parse_fractions
+from layerdrop.distill import distill_backward
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import UserError
 from layerdrop.models import num_params
@@ -75,6 +76,9 @@ class TrainConfig:
     layerdrop_schedule: str = option("uniform", f"how the LayerDrop rate p is spread: {', '.join(SCHEDULES)}")
     layerdrop_gamma: float | None = option(None, "progressive schedule: ramp speed gamma (default: 5 / --max-update)")
     layerdrop_unit: str = option("layer", f"what one LayerDrop draw removes: {', '.join(UNITS)}")
+    layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates (0: from update 0, the paper's rule)")
+    layerdrop_distill: bool = option(False, "in-place self-distillation: each update trains the full depth on the labels and "
+                                            "this update's LayerDrop sub-network towards the full depth's predictions")
 
     def validate(self) -> None:
         if self.task not in TASK_NAMES:
@@ -84,7 +88,7 @@ class TrainConfig:
         for name in ("max_update", "batch_size", "validate_interval_updates", "bpe_vocab_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: a positive integer")
-        for name in ("warmup_updates", "keep_interval_updates"):
+        for name in ("warmup_updates", "keep_interval_updates", "layerdrop_warmup_updates"):
             if getattr(self, name) < 0:
                 raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: zero or more")
         if not self.lr > 0 or self.min_lr < 0:
@@ -202,6 +206,18 @@ def _describe(metrics: dict[str, float]) -> str:
     return " | ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.2f}" for k, v in metrics.items())
 
 
+def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None:
+    """--layerdrop-distill needs a sub-network to distil into and logits to compare."""
+    if not run.layerdrop_distill:
+        return
+    if not any(getattr(config, f"{layers.name}_layerdrop", 0.0) for layers in layerdrop_lists(model)):
+        names = " or ".join(f"--{layers.name}-layerdrop" for layers in layerdrop_lists(model))
+        raise UserError(f"--layerdrop-distill: needs {names} above 0 (the rate of the sampled sub-network); got 0")
+    if getattr(config, "adaptive_softmax_cutoff", None):
+        raise UserError("--layerdrop-distill: does not work with --adaptive-softmax-cutoff (the adaptive softmax never forms "
+                        "the full distribution to distil); valid: a full softmax")
+
+
 def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
     """Train the task's model; ``model_args`` are the model flags the user gave (others keep defaults)."""
     from layerdrop.tasks import TASKS
@@ -249,7 +265,8 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
 
     log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {num_params(model)}")
-    schedule = run.layerdrop_schedule
+    schedule, rate_warmup = run.layerdrop_schedule, run.layerdrop_warmup_updates
+    check_distill(run, config, model)
     base_rates = {layers.name: getattr(config, f"{layers.name}_layerdrop") for layers in layerdrop_lists(model)}
     for layers in layerdrop_lists(model):
         layers.unit = run.layerdrop_unit
@@ -272,11 +289,13 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         cross_params = 4 * dim * dim if layers[0].encoder_attn is not None else 0
         total = self_params + cross_params + ffn_params
         skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma, lambda rate: skipped_share(
-            run.layerdrop_unit, rate, self_params / total, cross_params / total, max(heads)))
-        final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma))
+            run.layerdrop_unit, rate, self_params / total, cross_params / total, max(heads)), rate_warmup)
+        final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma, rate_warmup))
         learned = " (mean of learned per-layer rates)" if learned else ""
         log(f"| LayerDrop {layers.name}: p={p}{learned}, unit {run.layerdrop_unit}, {schedule} schedule"
             + (f" (rates by layer at the end: {final})" if schedule != "uniform" else "")
+            + (f", rising from 0 over the first {rate_warmup} updates" if rate_warmup else "")
+            + (", with in-place distillation (the full depth also runs every update)" if run.layerdrop_distill else "")
             + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")
     log(f"| data: {data_summary}")
 
@@ -309,16 +328,22 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         while update < run.max_update:
             started = time.perf_counter()
             set_layerdrop_step(model, update, run.seed)
-            if schedule != "uniform":
+            if schedule != "uniform" or rate_warmup:
                 for layers in lists:
-                    layers.set_drop_rates(layer_rates(schedule, base_rates[layers.name], len(layers), update, run.gamma))
+                    layers.set_drop_rates(layer_rates(schedule, base_rates[layers.name], len(layers), update, run.gamma,
+                                                      rate_warmup))
             torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
             lr = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, run.max_update)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss, tokens = task.train_loss(model, batch_rng, update)
-            loss.backward()
+            batch = task.train_batch(batch_rng, update)
+            if run.layerdrop_distill:
+                out, distill_loss = distill_backward(task, model, batch)
+            else:
+                out, distill_loss = task.train_outputs(model, batch), None
+                out.loss.backward()
+            loss, tokens = out.loss, out.tokens
             if run.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm)
             optimizer.step()
@@ -331,8 +356,11 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
             ran = sum(len(layers.last_kept) for layers in lists)
             total = sum(len(layers) for layers in lists)
-            log_file.write(json.dumps({"update": update, "loss": train_loss, "lr": lr, "layers": ran,
-                                       "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}) + "\n")
+            record = {"update": update, "loss": train_loss, "lr": lr, "layers": ran,
+                      "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
+            if distill_loss is not None:
+                record["distill"] = distill_loss
+            log_file.write(json.dumps(record) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", ppl=f"{math.exp(min(smoothed, 50)):.1f}",
                             tok_s=f"{tokens / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)

@@ -47,6 +47,8 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
     share_all_embeddings: bool = option(True, "one embedding matrix for source, target and output (joint vocabulary)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
+    scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
+                                          "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     pad_id: int = option(0, "padding token id", cli=False)
     bos_id: int = option(1, "beginning-of-sentence token id", cli=False)
     eos_id: int = option(2, "end-of-sentence token id", cli=False)
@@ -54,6 +56,7 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     decoder_kept_layers: list[int] | None = option(None, "original indices of the decoder layers of a pruned model", cli=False)
 
     architecture_fields = (
+        "scale_embedding",
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "encoder_normalize_before", "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
         "decoder_attention_heads", "decoder_normalize_before", "max_source_positions", "max_target_positions",
@@ -82,7 +85,7 @@ def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
         heads=get("attention_heads"),
         max_positions=cfg.max_source_positions if side == "encoder" else cfg.max_target_positions,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-        layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias,
+        layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias, scale_embedding=cfg.scale_embedding,
         causal=side == "decoder", cross_attention=side == "decoder",
         layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"), learned_gates=get("learned_gates"),
     )
@@ -100,7 +103,7 @@ class TransformerTranslation(nn.Module):
         self.encoder = TransformerStack(_spec(cfg, "encoder"), name="encoder")
         shared = self.encoder.embed_tokens if cfg.share_all_embeddings else None
         self.decoder = TransformerStack(_spec(cfg, "decoder"), name="decoder", embed_tokens=shared)
-        init_weights(self, cfg.encoder_layers + cfg.decoder_layers)
+        init_weights(self, cfg.encoder_layers + cfg.decoder_layers, scale_embedding=cfg.scale_embedding)
 
     def encode(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         padding_mask = src_tokens.eq(self.cfg.pad_id)

@@ -13,6 +13,7 @@ never bake one dice roll into a graph.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -62,6 +63,7 @@ class LayerDropModuleList(nn.ModuleList):
         self.step = 0
         self._forward_index = 0
         self.unit = "layer"  # what one draw removes: see layerdrop.nn.structured
+        self.run_all = False  # inside full_depth(): training passes run every layer and draw nothing
         self.set_drop_rates(p)
         self.last_kept: list[int] = list(range(len(self)))
 
@@ -111,7 +113,9 @@ class LayerDropModuleList(nn.ModuleList):
         layers = list(super().__iter__())
         plans: list[DropPlan | None] = [None] * len(layers)
         learned = all(getattr(layer, "gate", None) is not None for layer in layers)
-        if self.training and any(self.drop_rates) and learned:
+        if self.run_all:
+            self.last_kept = list(range(len(self)))
+        elif self.training and any(self.drop_rates) and learned:
             plans = self.sample_learned(layers)
             self.last_kept = [i for i, plan in enumerate(plans) if plan is not None]
         elif self.training and any(self.drop_rates) and self.unit != "layer":
@@ -133,6 +137,20 @@ class LayerDropModuleList(nn.ModuleList):
 
 def layerdrop_lists(model: nn.Module) -> list[LayerDropModuleList]:
     return [m for m in model.modules() if isinstance(m, LayerDropModuleList)]
+
+
+@contextlib.contextmanager
+def full_depth(model: nn.Module) -> Iterator[None]:
+    """Training forward passes inside this block run every layer and consume no LayerDrop draw, so the
+    sampled pass that follows draws exactly what it would have drawn alone (in-place distillation)."""
+    lists = layerdrop_lists(model)
+    for layers in lists:
+        layers.run_all = True
+    try:
+        yield
+    finally:
+        for layers in lists:
+            layers.run_all = False
 
 
 def set_layerdrop_step(model: nn.Module, step: int, seed: int | None = None) -> None:

@@ -11,6 +11,10 @@
   at the start and the deepest layer reaches p.
 
 Layers are counted from 0 at the input.
+
+Any schedule can also start from 0 and reach its rates linearly over the first ``warmup`` updates
+(``--layerdrop-warmup-updates``), so that the network learns its first features at full depth; with
+no warmup, ``uniform`` is the paper's exact rule.
 """
 
 from __future__ import annotations
@@ -39,20 +43,21 @@ def time_factor(schedule: str, update: int, gamma: float) -> float:
     return 1.0 - math.exp(-gamma * update) if schedule == "progressive" else 1.0
 
 
-def layer_rates(schedule: str, p: float, num_layers: int, update: int = 0, gamma: float = 0.0) -> list[float]:
+def layer_rates(schedule: str, p: float, num_layers: int, update: int = 0, gamma: float = 0.0,
+                warmup: int = 0) -> list[float]:
     """Drop rate of each layer at ``update``."""
-    factor = time_factor(schedule, update, gamma)
+    factor = time_factor(schedule, update, gamma) * (min(1.0, update / warmup) if warmup > 0 else 1.0)
     return [p * share * factor for share in depth_profile(schedule, num_layers)]
 
 
 def expected_skipped(schedule: str, p: float, num_layers: int, max_update: int, gamma: float,
-                     share: Callable[[float], float] = lambda rate: rate) -> float:
+                     share: Callable[[float], float] = lambda rate: rate, warmup: int = 0) -> float:
     """Expected share of the stack's computation skipped over a run. ``share(rate)`` is the share of one
     layer skipped at that rate (the rate itself for whole layers; see ``structured.skipped_share``).
-    Progressive schedules are averaged over every update (10,000 evenly spaced ones in longer runs)."""
+    Progressive schedules and warmups are averaged over every update (10,000 evenly spaced ones in longer runs)."""
     updates = [0]
-    if schedule == "progressive":
+    if schedule == "progressive" or warmup > 0:
         count = min(max_update, 10_000)
         updates = [round(i * (max_update - 1) / max(count - 1, 1)) for i in range(count)]
-    total = sum(share(rate) for t in updates for rate in layer_rates(schedule, p, num_layers, t, gamma))
+    total = sum(share(rate) for t in updates for rate in layer_rates(schedule, p, num_layers, t, gamma, warmup))
     return total / (len(updates) * num_layers)

@@ -37,6 +37,7 @@ class StackSpec:
     layer_heads: list[int] | None = None  # per layer, after head or sublayer pruning (default: all heads)
     layer_ffn_dims: list[int] | None = None  # per layer, after FFN pruning (default: ffn_dim)
     learned_gates: bool = False  # each layer learns its drop rate (layerdrop.nn.learned_gates)
+    scale_embedding: bool = False  # token embeddings times sqrt(embed_dim), as fairseq and Vaswani et al.
 
 
 class TransformerStack(nn.Module):
@@ -45,6 +46,9 @@ class TransformerStack(nn.Module):
         self.embed_tokens = embed_tokens if embed_tokens is not None else nn.Embedding(spec.vocab_size, spec.embed_dim)
         self.embed_positions = nn.Embedding(spec.max_positions, spec.embed_dim)
         self.dropout = nn.Dropout(spec.dropout)
+        # With N(0, 1/width) embeddings scaled by sqrt(width), the residual stream starts at unit RMS, so each
+        # layer adds to the embedding instead of replacing it (docs/layerdrop_at_short_budgets.md).
+        self.embed_scale = math.sqrt(spec.embed_dim) if spec.scale_embedding else 1.0
         self.layers = LayerDropModuleList(
             [
                 TransformerLayer(
@@ -71,7 +75,7 @@ class TransformerStack(nn.Module):
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
-        x = self.dropout(self.embed_tokens(tokens) + self.embed_positions(positions))
+        x = self.dropout(self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(positions))
         extra = dict(padding_mask=padding_mask, memory=memory, memory_padding_mask=memory_padding_mask)
         if caches is None:
             for layer in self.layers:
@@ -82,10 +86,13 @@ class TransformerStack(nn.Module):
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
-def init_weights(model: nn.Module, num_layers: int) -> None:
-    """GPT-2 initialisation: N(0, 0.02), zero biases, and residual projections shrunk with depth."""
+def init_weights(model: nn.Module, num_layers: int, scale_embedding: bool = False) -> None:
+    """GPT-2 initialisation: N(0, 0.02), zero biases, and residual projections shrunk with depth.
+    With ``scale_embedding``, embeddings are N(0, 1/width) instead (fairseq's), for a unit-RMS stream."""
     def init_module(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
+        if isinstance(module, nn.Embedding) and scale_embedding:
+            nn.init.normal_(module.weight, mean=0.0, std=module.embedding_dim ** -0.5)
+        elif isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)

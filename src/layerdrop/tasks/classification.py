@@ -20,6 +20,7 @@ from layerdrop.data.glue import SPLIT_FILES, Examples, load_glue
 from layerdrop.data.tokenizers import require_bpe, BPETokenizer
 from layerdrop.errors import UserError
 from layerdrop.pruning.units import without_requests
+from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
 
@@ -113,11 +114,15 @@ class ClassificationTask:
         summary = f"{self.run.data}: {len(self.train_ids):,} train examples, labels {config.label_names}"
         return summary + (f", {len(self.valid[0]):,} dev examples" if self.valid else ", no dev.tsv")
 
-    def train_loss(self, model: TransformerEncoderModel, generator: torch.Generator, update: int) -> tuple[torch.Tensor, int]:
+    def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         indices = self.sampler.batch(update)
         tokens = pad_batch([self.train_ids[i] for i in indices], self.config.pad_id)
-        labels = torch.tensor([self.train_labels[i] for i in indices])
-        return F.cross_entropy(model.classify(tokens), labels), int(tokens.ne(self.config.pad_id).sum())
+        return tokens, torch.tensor([self.train_labels[i] for i in indices])
+
+    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+        tokens, labels = batch
+        logits = model.classify(tokens)
+        return TrainOutputs(F.cross_entropy(logits, labels), int(tokens.ne(self.config.pad_id).sum()), logits)
 
     def validate(self, model: TransformerEncoderModel) -> dict[str, float] | None:
         if not self.valid:

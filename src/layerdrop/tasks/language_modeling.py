@@ -11,6 +11,7 @@ from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import Tokenizer, build_tokenizer, encode_tensor
 from layerdrop.errors import UserError
 from layerdrop.evaluate import evaluate_lm
+from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models import LM_MODEL_TYPE, TransformerLMConfig
 
 
@@ -43,10 +44,13 @@ class LanguageModelingTask:
         summary = f"{self.corpus.source}: {self.train_tokens.numel():,} train tokens"
         return summary + (f", {self.valid_tokens.numel():,} valid tokens" if self.valid_tokens is not None else ", no valid split")
 
-    def train_loss(self, model: torch.nn.Module, generator: torch.Generator, update: int) -> tuple[torch.Tensor, int]:
-        inputs, targets = random_batch(self.train_tokens, self.run.batch_size, self.context, generator, "train split")
-        _, loss = model(inputs, targets)
-        return loss, targets.numel()
+    def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return random_batch(self.train_tokens, self.run.batch_size, self.context, generator, "train split")
+
+    def train_outputs(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+        inputs, targets = batch
+        logits, loss = model(inputs, targets)
+        return TrainOutputs(loss, targets.numel(), None if logits is None else logits.reshape(-1, logits.shape[-1]))
 
     def validate(self, model: torch.nn.Module) -> dict[str, float] | None:
         if self.valid_tokens is None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import require_bpe, SPECIALS, BPETokenizer
 from layerdrop.errors import UserError
+from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
 IGNORE = -100
@@ -81,20 +82,27 @@ class MaskedLMTask:
         body = stream[starts[:, None] + window]
         return torch.cat([torch.full((body.shape[0], 1), self.config.bos_id), body], dim=1)
 
-    def masked_loss(self, model: TransformerEncoderModel, tokens: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, int]:
-        inputs, targets = mask_tokens(tokens, self.config.mask_id, self.config.vocab_size, len(SPECIALS), generator,
-                                      self.run.mask_prob, special=tokens.lt(len(SPECIALS)))
+    def mask(self, tokens: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs with 15 % of tokens masked, targets: the original token there, IGNORE elsewhere)."""
+        return mask_tokens(tokens, self.config.mask_id, self.config.vocab_size, len(SPECIALS), generator,
+                           self.run.mask_prob, special=tokens.lt(len(SPECIALS)))
+
+    def masked_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+        inputs, targets = batch
         hidden = model(inputs)
         chosen = targets.ne(IGNORE)
         if not chosen.any():  # tiny batches can draw no mask at all: nothing to learn from this one
-            return hidden.sum() * 0.0, 0
+            return TrainOutputs(hidden.sum() * 0.0, 0, hidden.new_zeros(0, self.config.vocab_size))
         logits = model.lm_head(hidden[chosen])
-        return F.cross_entropy(logits, targets[chosen]), int(chosen.sum())
+        return TrainOutputs(F.cross_entropy(logits, targets[chosen]), int(chosen.sum()), logits)
 
-    def train_loss(self, model: TransformerEncoderModel, generator: torch.Generator, update: int) -> tuple[torch.Tensor, int]:
+    def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         high = max(1, self.train_stream.numel() - self.block + 1)
         starts = torch.randint(0, high, (self.run.batch_size,), generator=generator)
-        return self.masked_loss(model, self.blocks(self.train_stream, starts), generator)
+        return self.mask(self.blocks(self.train_stream, starts), generator)
+
+    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+        return self.masked_outputs(model, batch)
 
     @torch.no_grad()
     def validate(self, model: TransformerEncoderModel) -> dict[str, float] | None:
@@ -115,7 +123,8 @@ def evaluate_masked_lm(task: MaskedLMTask, model: TransformerEncoderModel, strea
     for number, first in enumerate(range(0, len(starts), batch_size)):
         if max_batches is not None and number >= max_batches:
             break
-        loss, n = task.masked_loss(model, task.blocks(stream, starts[first : first + batch_size]), generator)
+        out = task.masked_outputs(model, task.mask(task.blocks(stream, starts[first : first + batch_size]), generator))
+        loss, n = out.loss, out.tokens
         total += loss.item() * n
         count += n
     model.train(was_training)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.parallel import load_parallel
 from layerdrop.data.tokenizers import require_bpe, BPETokenizer
+from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.translation import MODEL_TYPE, TransformerTranslation, TransformerTranslationConfig
 
 
@@ -56,16 +57,18 @@ class TranslationTask:
         target = pad_batch([t + [cfg.eos_id] for t in tgt], cfg.pad_id)
         return src_tokens, prev, target
 
-    def loss(self, model: TransformerTranslation, src, prev, target, smoothing: float) -> tuple[torch.Tensor, int]:
-        logits = model(src, prev)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                               ignore_index=self.config.pad_id, label_smoothing=smoothing)
-        return loss, int(target.ne(self.config.pad_id).sum())
+    def loss(self, model: TransformerTranslation, src, prev, target, smoothing: float) -> TrainOutputs:
+        scored = target.ne(self.config.pad_id)
+        logits = model(src, prev)[scored]
+        loss = F.cross_entropy(logits, target[scored], label_smoothing=smoothing)
+        return TrainOutputs(loss, int(scored.sum()), logits)
 
-    def train_loss(self, model: TransformerTranslation, generator: torch.Generator, update: int) -> tuple[torch.Tensor, int]:
+    def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         indices = self.sampler.batch(update)
-        src, prev, target = self.batch([self.train_src[i] for i in indices], [self.train_tgt[i] for i in indices])
-        return self.loss(model, src, prev, target, self.run.label_smoothing)
+        return self.batch([self.train_src[i] for i in indices], [self.train_tgt[i] for i in indices])
+
+    def train_outputs(self, model: TransformerTranslation, batch) -> TrainOutputs:
+        return self.loss(model, *batch, self.run.label_smoothing)
 
     @torch.no_grad()
     def validate(self, model: TransformerTranslation) -> dict[str, float] | None:
@@ -79,9 +82,9 @@ class TranslationTask:
             if self.run.max_valid_steps is not None and number >= self.run.max_valid_steps:
                 break
             src, prev, target = self.batch(src_all[start : start + self.run.batch_size], tgt_all[start : start + self.run.batch_size])
-            loss, n = self.loss(model, src, prev, target, 0.0)
-            total += loss.item() * n
-            tokens += n
+            out = self.loss(model, src, prev, target, 0.0)
+            total += out.loss.item() * out.tokens
+            tokens += out.tokens
         model.train(was_training)
         nll = total / max(tokens, 1)
         return {"loss": nll, "ppl": math.exp(min(nll, 700.0))}

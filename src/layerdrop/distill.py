@@ -1,0 +1,43 @@
+"""In-place self-distillation for LayerDrop (``--layerdrop-distill``), beyond the paper.
+
+Each update runs the batch twice: once at full depth, trained on the labels, and once with this
+update's LayerDrop draw (a sampled sub-network), trained towards the full-depth model's predictions
+(KL divergence to its detached distribution, temperature 1). The full model is the teacher of its own
+sub-networks, as in slimmable networks' in-place distillation (Yu & Huang 2019) and once-for-all
+training: the full depth sees every label with every layer, and the shallow paths that pruning keeps
+learn to imitate it instead of learning the task from scratch with fewer layers.
+
+It costs a second forward and backward pass per update (of the sub-network: at rate p, about
+1 - p of the full pass). The two passes are backpropagated one after the other, so only one graph is
+held at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from layerdrop.nn.layerdrop import full_depth
+from layerdrop.tasks.outputs import TrainOutputs
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(teacher || student); the teacher is not trained by this term."""
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    return F.kl_div(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.detach().float(), dim=-1),
+                    log_target=True, reduction="batchmean")
+
+
+def distill_backward(task: Any, model: torch.nn.Module, batch: Any) -> tuple[TrainOutputs, float]:
+    """Backpropagate both passes of one update; returns the full-depth outputs and the distillation loss."""
+    with full_depth(model):
+        full = task.train_outputs(model, batch)
+    full.loss.backward()
+    teacher = full.logits.detach()
+    student = task.train_outputs(model, batch)
+    kd = distillation_loss(student.logits, teacher)
+    kd.backward()
+    return full, kd.item()

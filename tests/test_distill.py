@@ -1,0 +1,129 @@
+"""In-place self-distillation (--layerdrop-distill), full_depth(), rate warmup and embedding scaling."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from layerdrop.distill import distill_backward, distillation_loss
+from layerdrop.nn.layerdrop import full_depth, set_layerdrop_step
+from layerdrop.nn.schedules import expected_skipped, layer_rates
+from layerdrop.tasks.language_modeling import LanguageModelingTask
+from layerdrop.train import TrainConfig, train
+
+from conftest import TINY_TRAIN, run_cli, tiny_model
+
+MODEL = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
+             tokens_per_sample=16, dropout=0.0, decoder_layerdrop=0.5)
+
+
+def test_full_depth_runs_every_layer_and_leaves_the_next_draw_unchanged():
+    model = tiny_model(decoder_layerdrop=0.5).train()
+    tokens = torch.randint(0, 50, (2, 8))
+    set_layerdrop_step(model, 3, seed=1)
+    model(tokens)
+    alone = model.decoder.layers.last_kept
+    assert len(alone) < 6  # this draw drops something, so the test can tell the passes apart
+    set_layerdrop_step(model, 3, seed=1)
+    with full_depth(model):
+        model(tokens)
+        assert model.decoder.layers.last_kept == list(range(6))
+    model(tokens)
+    assert model.decoder.layers.last_kept == alone
+    assert model.decoder.layers.run_all is False
+
+
+def test_distillation_loss_is_the_kl_to_a_detached_teacher():
+    teacher = torch.randn(5, 7, requires_grad=True)
+    assert distillation_loss(teacher.detach().clone(), teacher).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.randn(5, 7, requires_grad=True)
+    loss = distillation_loss(student, teacher)
+    p = teacher.softmax(-1)
+    expected = (p * (p.log() - student.log_softmax(-1))).sum(-1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert teacher.grad is None and student.grad is not None
+    assert distillation_loss(torch.zeros(0, 7), torch.zeros(0, 7)).item() == 0.0  # no scored position
+
+
+def test_one_distilled_update_trains_every_layer_and_the_sub_network(corpus_dir):
+    run = TrainConfig(data=str(corpus_dir), batch_size=4, seed=1)
+    task = LanguageModelingTask(run)
+    torch.manual_seed(0)
+    model = tiny_model(**{k: v for k, v in MODEL.items()}, vocab_size=66).train()
+    from layerdrop.data.tokenizers import build_tokenizer
+    task.prepare(build_tokenizer("char", task.corpus.split("train")), model.cfg)
+    batch = task.train_batch(torch.Generator().manual_seed(0), 0)
+    for update in range(20):  # find an update whose draw drops a layer
+        set_layerdrop_step(model, update, seed=1)
+        with torch.no_grad():
+            model(batch[0])
+        if len(model.decoder.layers.last_kept) < 4:
+            break
+    dropped = sorted(set(range(4)) - set(model.decoder.layers.last_kept))
+    set_layerdrop_step(model, update, seed=1)
+    full, kd = distill_backward(task, model, batch)
+    assert math.isfinite(full.loss.item()) and kd > 0
+    for index in range(4):  # the full-depth pass reaches every layer, dropped ones included
+        assert all(p.grad is not None for p in model.decoder.layers[index].parameters())
+    # The gradient of a dropped layer is exactly its full-depth label gradient: the sub-network skipped it.
+    model.zero_grad(set_to_none=True)
+    with full_depth(model):
+        task.train_outputs(model, batch).loss.backward()
+    label_only = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    set_layerdrop_step(model, update, seed=1)
+    distill_backward(task, model, batch)
+    for name, param in model.decoder.layers[dropped[0]].named_parameters():
+        assert torch.allclose(param.grad, label_only[f"decoder.layers.{dropped[0]}.{name}"], atol=1e-6)
+
+
+def test_training_with_distillation_logs_both_losses(corpus_dir, tmp_path, capsys):
+    run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "d"), max_update=6, batch_size=4, warmup_updates=2,
+                      validate_interval_updates=3, max_valid_steps=2, no_progress_bar=True, layerdrop_distill=True)
+    result = train(run, MODEL)
+    assert result.update == 6 and math.isfinite(result.train_loss)
+    log = [json.loads(line) for line in (tmp_path / "d" / "train_log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["distill"]) and r["distill"] >= 0 for r in log)
+    assert "with in-place distillation" in capsys.readouterr().out
+
+
+def test_distillation_refuses_what_it_cannot_do(tmp_path):
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--layerdrop-distill", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-distill: needs --decoder-layerdrop above 0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_rate_warmup_rises_linearly_then_holds():
+    assert layer_rates("uniform", 0.4, 3, update=0, warmup=100) == [0.0] * 3
+    assert layer_rates("uniform", 0.4, 3, update=50, warmup=100) == pytest.approx([0.2] * 3)
+    assert layer_rates("uniform", 0.4, 3, update=100, warmup=100) == pytest.approx([0.4] * 3)
+    assert layer_rates("linear", 0.4, 2, update=50, warmup=100) == pytest.approx([0.1, 0.2])
+    # Half the run at half the rate on average, half at the full rate: 3/4 of p skipped overall.
+    assert expected_skipped("uniform", 0.4, 3, max_update=200, gamma=0.0, warmup=100) == pytest.approx(0.3, abs=0.002)
+
+
+def test_the_trainer_warms_the_rate_up(corpus_dir, tmp_path):
+    flags = dict(data=str(corpus_dir), max_update=12, batch_size=4, warmup_updates=2, no_progress_bar=True,
+                 max_valid_steps=2, layerdrop_warmup_updates=10**6)
+    train(TrainConfig(save_dir=str(tmp_path / "w"), **flags), {**MODEL, "decoder_layerdrop": 0.9})
+    layers = [json.loads(line)["layers"] for line in (tmp_path / "w" / "train_log.jsonl").read_text().splitlines()]
+    assert layers == [4] * 12  # rates of at most 0.9 * 12 / 10**6: every layer runs
+
+
+def test_scaled_embeddings_start_the_stream_at_unit_rms():
+    plain, scaled = tiny_model(decoder_embed_dim=64), tiny_model(decoder_embed_dim=64, scale_embedding=True)
+    tokens = torch.randint(0, 50, (4, 16))
+    for model, low, high in ((plain, 0.01, 0.05), (scaled, 0.8, 1.2)):
+        stream = model.decoder.embed_scale * model.decoder.embed_tokens(tokens)
+        assert low < stream.pow(2).mean().sqrt().item() < high
+    assert scaled.decoder.embed_scale == 8.0 and plain.decoder.embed_scale == 1.0
+
+
+def test_scale_embedding_is_stored_and_cannot_change_on_resume(corpus_dir, tmp_path):
+    save = tmp_path / "s"
+    run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "2", "--scale-embedding", *TINY_TRAIN)
+    assert json.loads((save / "checkpoint_last" / "config.json").read_text())["scale_embedding"] is True
+    proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "4", "--no-scale-embedding",
+                   *TINY_TRAIN, check_rc=2)
+    assert "--no-scale-embedding" in proc.stderr or "--scale-embedding" in proc.stderr
