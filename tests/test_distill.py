@@ -111,19 +111,3 @@ def test_the_trainer_warms_the_rate_up(corpus_dir, tmp_path):
     assert layers == [4] * 12  # rates of at most 0.9 * 12 / 10**6: every layer runs
 
 
-def test_scaled_embeddings_start_the_stream_at_unit_rms():
-    plain, scaled = tiny_model(decoder_embed_dim=64), tiny_model(decoder_embed_dim=64, scale_embedding=True)
-    tokens = torch.randint(0, 50, (4, 16))
-    for model, low, high in ((plain, 0.01, 0.05), (scaled, 0.8, 1.2)):
-        stream = model.decoder.embed_scale * model.decoder.embed_tokens(tokens)
-        assert low < stream.pow(2).mean().sqrt().item() < high
-    assert scaled.decoder.embed_scale == 8.0 and plain.decoder.embed_scale == 1.0
-
-
-def test_scale_embedding_is_stored_and_cannot_change_on_resume(corpus_dir, tmp_path):
-    save = tmp_path / "s"
-    run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "2", "--scale-embedding", *TINY_TRAIN)
-    assert json.loads((save / "checkpoint_last" / "config.json").read_text())["scale_embedding"] is True
-    proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "4", "--no-scale-embedding",
-                   *TINY_TRAIN, check_rc=2)
-    assert "--no-scale-embedding" in proc.stderr or "--scale-embedding" in proc.stderr

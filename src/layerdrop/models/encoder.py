@@ -36,6 +36,10 @@ class TransformerEncoderConfig(EncoderUnits):
     encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
     encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
+    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
+                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
+    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
+                                              "fairseq's --layernorm-embedding")
     scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
                                           "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     num_classes: int = option(0, "classes of the classification head (0: masked LM only; set from the data)", cli=False)
@@ -47,7 +51,7 @@ class TransformerEncoderConfig(EncoderUnits):
     encoder_kept_layers: list[int] | None = option(None, "original indices of the encoder layers of a pruned model", cli=False)
 
     architecture_fields = (
-        "scale_embedding",
+        "scale_embedding", "layernorm_embedding",
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "encoder_normalize_before", "tokens_per_sample", "bias", "encoder_layer_heads", "encoder_layer_ffn_dims",
         "encoder_learned_gates",
@@ -101,7 +105,7 @@ class TransformerEncoderModel(nn.Module):
             vocab_size=cfg.vocab_size, layers=cfg.encoder_layers, embed_dim=cfg.encoder_embed_dim,
             ffn_dim=cfg.encoder_ffn_embed_dim, heads=cfg.encoder_attention_heads, max_positions=cfg.tokens_per_sample,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-            layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, causal=False,
+            layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=False,
             layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims, learned_gates=cfg.encoder_learned_gates,
         )
         self.encoder = TransformerStack(spec, name="encoder")
@@ -109,7 +113,8 @@ class TransformerEncoderModel(nn.Module):
         self.classification_head = (
             ClassificationHead(cfg.encoder_embed_dim, cfg.num_classes, cfg.dropout) if cfg.num_classes > 0 else None
         )
-        init_weights(self, cfg.encoder_layers, scale_embedding=cfg.scale_embedding)
+        init_weights(self, cfg.encoder_layers, scale_embedding=cfg.scale_embedding,
+                     scale_residual=cfg.scale_residual_init)
 
     @property
     def layers(self):

@@ -47,13 +47,17 @@ class TransformerLMConfig(DecoderUnits):
         "sorted by frequency, as --tokenizer word's are)")
     adaptive_softmax_factor: float = option(4.0, "adaptive softmax: each tail cluster's width is the previous one's / this")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
+    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
+                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
+    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
+                                              "fairseq's --layernorm-embedding")
     scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
                                           "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     decoder_kept_layers: list[int] | None = option(None, "original indices of the layers of a pruned model", cli=False)
 
     # Fields that fix parameter shapes: a resumed run must keep them.
     architecture_fields = (
-        "scale_embedding",
+        "scale_embedding", "layernorm_embedding",
         "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim", "decoder_attention_heads",
         "decoder_normalize_before", "tokens_per_sample", "share_decoder_input_output_embed", "bias",
         "decoder_layer_heads", "decoder_layer_ffn_dims", "decoder_learned_gates", "adaptive_softmax_cutoff",
@@ -93,7 +97,7 @@ def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
         vocab_size=cfg.vocab_size, layers=cfg.decoder_layers, embed_dim=cfg.decoder_embed_dim,
         ffn_dim=cfg.decoder_ffn_embed_dim, heads=cfg.decoder_attention_heads, max_positions=cfg.tokens_per_sample,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-        layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, causal=True,
+        layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=True,
         layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims, learned_gates=cfg.decoder_learned_gates,
     )
 
@@ -115,7 +119,8 @@ class TransformerLM(nn.Module):
                 cfg.decoder_embed_dim, cfg.vocab_size, cfg.cutoffs(), div_value=cfg.adaptive_softmax_factor)
         elif not cfg.share_decoder_input_output_embed:
             self.output_projection = nn.Linear(cfg.decoder_embed_dim, cfg.vocab_size, bias=False)
-        init_weights(self, cfg.decoder_layers, scale_embedding=cfg.scale_embedding)
+        init_weights(self, cfg.decoder_layers, scale_embedding=cfg.scale_embedding,
+                     scale_residual=cfg.scale_residual_init)
 
     @property
     def layers(self) -> LayerDropModuleList:

@@ -47,6 +47,10 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
     share_all_embeddings: bool = option(True, "one embedding matrix for source, target and output (joint vocabulary)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
+    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
+                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
+    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
+                                              "fairseq's --layernorm-embedding")
     scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
                                           "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     pad_id: int = option(0, "padding token id", cli=False)
@@ -56,7 +60,7 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     decoder_kept_layers: list[int] | None = option(None, "original indices of the decoder layers of a pruned model", cli=False)
 
     architecture_fields = (
-        "scale_embedding",
+        "scale_embedding", "layernorm_embedding",
         "encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim", "encoder_attention_heads",
         "encoder_normalize_before", "decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
         "decoder_attention_heads", "decoder_normalize_before", "max_source_positions", "max_target_positions",
@@ -86,6 +90,7 @@ def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
         max_positions=cfg.max_source_positions if side == "encoder" else cfg.max_target_positions,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
         layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias, scale_embedding=cfg.scale_embedding,
+        layernorm_embedding=cfg.layernorm_embedding,
         causal=side == "decoder", cross_attention=side == "decoder",
         layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"), learned_gates=get("learned_gates"),
     )
@@ -103,7 +108,8 @@ class TransformerTranslation(nn.Module):
         self.encoder = TransformerStack(_spec(cfg, "encoder"), name="encoder")
         shared = self.encoder.embed_tokens if cfg.share_all_embeddings else None
         self.decoder = TransformerStack(_spec(cfg, "decoder"), name="decoder", embed_tokens=shared)
-        init_weights(self, cfg.encoder_layers + cfg.decoder_layers, scale_embedding=cfg.scale_embedding)
+        init_weights(self, cfg.encoder_layers + cfg.decoder_layers, scale_embedding=cfg.scale_embedding,
+                     scale_residual=cfg.scale_residual_init)
 
     def encode(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         padding_mask = src_tokens.eq(self.cfg.pad_id)

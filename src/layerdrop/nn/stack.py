@@ -38,6 +38,7 @@ class StackSpec:
     layer_ffn_dims: list[int] | None = None  # per layer, after FFN pruning (default: ffn_dim)
     learned_gates: bool = False  # each layer learns its drop rate (layerdrop.nn.learned_gates)
     scale_embedding: bool = False  # token embeddings times sqrt(embed_dim), as fairseq and Vaswani et al.
+    layernorm_embedding: bool = False  # a LayerNorm on token + position embeddings (BART, fairseq --layernorm-embedding)
 
 
 class TransformerStack(nn.Module):
@@ -49,6 +50,7 @@ class TransformerStack(nn.Module):
         # With N(0, 1/width) embeddings scaled by sqrt(width), the residual stream starts at unit RMS, so each
         # layer adds to the embedding instead of replacing it (docs/layerdrop_at_short_budgets.md).
         self.embed_scale = math.sqrt(spec.embed_dim) if spec.scale_embedding else 1.0
+        self.layernorm_embedding = nn.LayerNorm(spec.embed_dim, bias=spec.bias) if spec.layernorm_embedding else None
         self.layers = LayerDropModuleList(
             [
                 TransformerLayer(
@@ -75,7 +77,10 @@ class TransformerStack(nn.Module):
         memory_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
-        x = self.dropout(self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(positions))
+        x = self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(positions)
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        x = self.dropout(x)
         extra = dict(padding_mask=padding_mask, memory=memory, memory_padding_mask=memory_padding_mask)
         if caches is None:
             for layer in self.layers:
@@ -86,8 +91,8 @@ class TransformerStack(nn.Module):
         return self.layer_norm(x) if self.layer_norm is not None else x
 
 
-def init_weights(model: nn.Module, num_layers: int, scale_embedding: bool = False) -> None:
-    """GPT-2 initialisation: N(0, 0.02), zero biases, and residual projections shrunk with depth.
+def init_weights(model: nn.Module, num_layers: int, scale_embedding: bool = False, scale_residual: bool = True) -> None:
+    """GPT-2 initialisation: N(0, 0.02), zero biases, and (``scale_residual``) residual projections shrunk with depth.
     With ``scale_embedding``, embeddings are N(0, 1/width) instead (fairseq's), for a unit-RMS stream."""
     def init_module(module: nn.Module) -> None:
         if isinstance(module, nn.Embedding) and scale_embedding:
@@ -99,5 +104,5 @@ def init_weights(model: nn.Module, num_layers: int, scale_embedding: bool = Fals
 
     model.apply(init_module)
     for name, param in model.named_parameters():
-        if name.endswith(("out_proj.weight", "fc2.weight")):
+        if scale_residual and name.endswith(("out_proj.weight", "fc2.weight")):
             nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * max(num_layers, 1)))
