@@ -1,52 +1,107 @@
-"""Figure 2, translation: Multi30k de->en BLEU with the decoder pruned to each depth, for a LayerDrop
-model, the baseline pruned the same way, and decoders of that depth trained from scratch.
+"""Figure 2, translation: Multi30k de->en BLEU with the decoder pruned to each depth, for LayerDrop
+models, the baseline pruned the same way, and decoders of that depth trained from scratch, over seeds.
 
 A 3-layer encoder and a 6-layer decoder (width 256, FFN 512, joint BPE 8000), 700 updates of 64 pairs
-(4 to 6.5 minutes per model on 2 cores: five models and 15 beam searches take 28 minutes).
+(about 12 minutes per 6-layer model on one thread).
 LayerDrop is on the decoder only (the stack that is pruned). BLEU: detokenized sacreBLEU on
-test_2016_flickr, beam 5, on checkpoint_last (nothing is chosen on the test split).
+test_2016_flickr, beam 5, on checkpoint_last (nothing is chosen on the test split). The headline
+models (baseline, the recipe, a 3-layer decoder from scratch) run with three seeds; the rest with one.
 
-    python reproduce/fig2_translation.py       # 28 minutes on 2 cores; needs ../shared/data
+Every run and every BLEU score is kept under runs/reproduce/fig2_translation, so the script resumes
+where it stopped, and two processes with different ``--seeds`` can share the work (one thread each);
+a last run without ``--seeds`` then only gathers the results and writes the JSON.
+
+    python reproduce/fig2_translation.py                 # about 60 minutes on 2 cores; needs ../shared/data
+    OMP_NUM_THREADS=1 python reproduce/fig2_translation.py --seeds 1 &   # or split over two processes
+    OMP_NUM_THREADS=1 python reproduce/fig2_translation.py --seeds 2,3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import statistics
+import time
 
 from study import keep_list, SHARED_DATA, Study, number
 
 DEPTHS = [6, 3, 2, 1]
+SEEDS = [1, 2, 3]
 FLAGS = ["--task", "translation", "--source-lang", "de", "--target-lang", "en", "--bpe-vocab-size", "8000",
          "--encoder-layers", "3", "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
          "--encoder-ffn-embed-dim", "512", "--decoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
          "--decoder-attention-heads", "4", "--dropout", "0.1", "--batch-size", "64", "--lr", "1e-3", "--min-lr", "1e-4",
-         "--warmup-updates", "150", "--label-smoothing", "0.1", "--max-update", "700", "--validate-interval-updates", "350",
-         "--seed", "1"]
+         "--warmup-updates", "150", "--label-smoothing", "0.1", "--max-update", "700", "--validate-interval-updates", "175"]
+# The recipe of docs/layerdrop_at_short_budgets.md; the other LayerDrop lines are its ablations (one seed).
+RECIPE = ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350"]
+# label -> (extra flags, decoder layers, seeds, depths it is scored at)
+MODELS: dict[str, tuple[list[str], int, list[int], list[int]]] = {
+    "baseline p=0": (["--decoder-layerdrop", "0"], 6, SEEDS, DEPTHS),
+    "LayerDrop recipe": (RECIPE, 6, SEEDS, DEPTHS),
+    "LayerDrop p=0.2, the paper's rule": (["--decoder-layerdrop", "0.2"], 6, [2], DEPTHS),
+    "LayerDrop p=0.5, rate warmup and distillation": (["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "350",
+                                                       "--layerdrop-distill"], 6, [2], DEPTHS),
+    "scratch 3": ([], 3, SEEDS, [3]),
+}
 
+
+def slug(label: str, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_") + f"_s{seed}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_DATA / "multi30k-de-en"))
-    parser.add_argument("--p", type=float, default=0.2, help="decoder LayerDrop rate of the LayerDrop model")
+    parser.add_argument("--seeds", default=None, help="train and score only these seeds (comma-separated), write no JSON")
+    parser.add_argument("--models", default=None, help="train and score only these models (labels, ';'-separated), write no JSON")
     args = parser.parse_args()
-    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, decoder pruned)", seeds=[1])
+    only = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
+    labels = list(MODELS) if args.models is None else args.models.split(";")
+    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, decoder pruned)", seeds=SEEDS)
 
-    def bleu(checkpoint, keep: str | None = None) -> float:
-        keep_flags = ["--decoder-layers-to-keep", keep] if keep else []
-        out = study.layerdrop("eval", "--path", checkpoint, "--split", "test", "--beam", "5", "--batch-size", "64", *keep_flags)
-        return number(r"BLEU =", out)
+    def run(label: str, seed: int) -> dict[str, float]:
+        """Train one model (or reuse it) and score it at its depths; scores are cached beside the checkpoint."""
+        flags, layers, _, depths = MODELS[label]
+        cache = study.runs / slug(label, seed) / "bleu.json"
+        scores = json.loads(cache.read_text()) if cache.is_file() else {}
+        if all(str(d) in scores for d in depths):
+            return scores
+        started = time.perf_counter()
+        checkpoint = study.train(slug(label, seed), ["--data", args.data, "--decoder-layers", str(layers), "--seed", str(seed),
+                                                     *flags, *FLAGS])
+        for depth in depths:
+            keep = [] if depth == layers else ["--decoder-layers-to-keep", keep_list(layers, depth)]
+            out = study.layerdrop("eval", "--path", checkpoint, "--split", "test", "--beam", "5", "--batch-size", "64", *keep)
+            scores[str(depth)] = number(r"BLEU =", out)
+        scores["seconds"] = round(time.perf_counter() - started + scores.get("seconds", 0.0), 1)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(scores) + "\n")
+        tmp.replace(cache)
+        return scores
 
-    lines: dict[str, dict[int, float]] = {}
-    for label, p in ((f"LayerDrop p={args.p}", args.p), ("baseline p=0", 0.0)):
-        checkpoint = study.train(f"p{p}", ["--data", args.data, "--decoder-layers", "6", "--decoder-layerdrop", str(p), *FLAGS])
-        lines[label] = {d: bleu(checkpoint, None if d == 6 else keep_list(6, d)) for d in DEPTHS}
-    scratch = lines["trained from scratch at that depth"] = {6: lines["baseline p=0"][6]}
-    for depth in DEPTHS[1:]:
-        scratch[depth] = bleu(study.train(f"scratch{depth}", ["--data", args.data, "--decoder-layers", str(depth), *FLAGS]))
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    for label in labels:
+        for seed in MODELS[label][2]:
+            if only is None or seed in only:
+                per_seed.setdefault(label, {})[str(seed)] = run(label, seed)
+    if only is not None or args.models is not None:
+        return
+    lines: dict[str, dict[str, float]] = {}
+    spread: dict[str, dict[str, float]] = {}
+    for label, by_seed in per_seed.items():
+        name = "trained from scratch at that depth" if label.startswith("scratch") else label
+        for depth in MODELS[label][3]:
+            values = [scores[str(depth)] for scores in by_seed.values()]
+            lines.setdefault(name, {})[str(depth)] = statistics.mean(values)
+            if len(values) > 1:
+                spread.setdefault(name, {})[str(depth)] = statistics.stdev(values)
+    # Training time from each run's own log (update times only): runs shared the cores, so this overstates a lone run.
+    compute = sum(json.loads(line)["ms"] / 1000 for label, by_seed in per_seed.items() for seed in by_seed
+                  for line in (study.runs / slug(label, int(seed)) / "train_log.jsonl").read_text().splitlines())
     study.write({"data": args.data, "metric": "test BLEU", "higher_is_better": True, "layers": 6, "depths": DEPTHS,
-                 "pruning": "every other (decoder)",
-                 "lines": {label: {str(d): v for d, v in values.items()} for label, values in lines.items()}})
+                 "pruning": "every other (decoder)", "recipe": RECIPE, "lines": lines, "std": spread,
+                 "per_seed": per_seed, "compute_seconds": round(compute)})
 
 
 if __name__ == "__main__":
