@@ -54,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED_DATA / "multi30k-de-en"))
     parser.add_argument("--seeds", default=None, help="train and score only these seeds (comma-separated), write no JSON")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="write the JSON from the runs already scored, training nothing (the report lists seeds per model)")
     parser.add_argument("--models", default=None, help="train and score only these models (labels, ';'-separated), write no JSON")
     args = parser.parse_args()
     only = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
@@ -65,7 +67,7 @@ def main() -> None:
         flags, layers, _, depths = MODELS[label]
         cache = study.runs / slug(label, seed) / "bleu.json"
         scores = json.loads(cache.read_text()) if cache.is_file() else {}
-        if all(str(d) in scores for d in depths):
+        if all(str(d) in scores for d in depths) or args.finished_only:
             return scores
         started = time.perf_counter()
         checkpoint = study.train(slug(label, seed), ["--data", args.data, "--decoder-layers", str(layers), "--seed", str(seed),
@@ -84,7 +86,9 @@ def main() -> None:
     for label in labels:
         for seed in MODELS[label][2]:
             if only is None or seed in only:
-                per_seed.setdefault(label, {})[str(seed)] = run(label, seed)
+                scores = run(label, seed)
+                if all(str(d) in scores for d in MODELS[label][3]):
+                    per_seed.setdefault(label, {})[str(seed)] = scores
     if only is not None or args.models is not None:
         return
     lines: dict[str, dict[str, float]] = {}

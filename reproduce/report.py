@@ -153,7 +153,7 @@ def translation_targets(lines: dict[str, dict[str, float]]) -> list[tuple[str, s
         ("Translation: the LayerDrop decoder pruned to 3 of 6 layers at least matches a 3-layer decoder trained from scratch",
          f"{recipe['3']:.1f} vs {scratch['3']:.1f}", "holds" if recipe["3"] >= scratch["3"] else "does not hold"),
         ("Translation: the LayerDrop decoder pruned to 3 of 6 layers at least 5 BLEU above the baseline pruned the same way",
-         f"{recipe['3']:.1f} vs {base['3']:.1f} (+{recipe['3'] - base['3']:.1f})",
+         f"{recipe['3']:.1f} vs {base['3']:.1f} ({recipe['3'] - base['3']:+.1f})",
          "holds" if recipe["3"] >= base["3"] + 5 else "does not hold"),
     ]
 
@@ -177,7 +177,8 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
             layerdrop = ["LayerDrop recipe"]
         for other, claim in (("trained from scratch at that depth", "Pruning a LayerDrop model beats training a small model "
                               "from scratch"), ("baseline p=0", "A pruned LayerDrop model beats the baseline pruned the same way")):
-            # At each depth, the better of the LayerDrop models against the other line.
+            # At each depth the other line has, the better of the LayerDrop models against it.
+            pruned = [d for d in data["depths"][1:] for d in [str(d)] if d in lines[other]]
             best = {d: (max if higher else min)(lines[label][d] for label in layerdrop) for d in pruned}
             wins = [d for d in pruned if better(best[d], lines[other][d], higher)]
             measured = "; ".join(f"{d} layer{'' if d == '1' else 's'}: {best[d]:.{digits}f} vs {lines[other][d]:.{digits}f}" for d in pruned)
