@@ -56,7 +56,7 @@ def test_resume_rolls_back_log_lines_past_the_checkpoint(corpus_dir, tmp_path):
 def test_checkpoints_last_best_and_rotation(corpus_dir, tmp_path):
     train(run_config(corpus_dir, tmp_path / "run", keep_interval_updates=2), MODEL, lambda _: None)
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == ["checkpoint_12", "checkpoint_8", "checkpoint_best", "checkpoint_last", "train_log.jsonl"]
+    assert names == [".lock", "checkpoint_12", "checkpoint_8", "checkpoint_best", "checkpoint_last", "train_log.jsonl"]
 
 
 def test_architecture_flags_cannot_change_on_resume(corpus_dir, tmp_path):

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
-from layerdrop.config import flag_name
+from layerdrop.config import MAX_SIZE, check_field_types, flag_name, shorten
 from layerdrop.errors import UserError
 from layerdrop.models import (
     ENCODER_MODEL_TYPE, LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
@@ -67,6 +67,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     other = {name for cls in MODEL_CONFIGS.values() for name in given(args, cls)} - set(model_args)
     if other:
         raise UserError(f"{', '.join(sorted(flag_name(n) for n in other))}: not a setting of --task {run.task}")
+    # Model flags are checked now, before any data is read; the vocabulary is a stand-in until the tokenizer exists.
+    check_field_types(config_class, model_args)
+    config_class(**{**model_args, "vocab_size": MAX_SIZE}).validate()
     result = train(run, model_args)
     valid = result.valid or {}
     _print_table(
@@ -83,17 +86,23 @@ def _load_for_inference(args: argparse.Namespace, log=print):
     return load_model(args.path, "--path", parse_overrides(args.model_overrides), log=log, flag_overrides=keep_flags(args))
 
 
-def _positive(value: int | None, flag: str, allow_none: bool = True) -> None:
+def _positive(value: int | None, flag: str, allow_none: bool = True, maximum: int = MAX_SIZE) -> None:
     if value is None and allow_none:
         return
-    if value is None or value < 1:
-        raise UserError(f"{flag}: got {value}; valid: a positive integer")
+    if value is None or not 1 <= value <= maximum:
+        raise UserError(f"{flag}: got {shorten(value)}; valid: an integer from 1 to {maximum:,}")
+
+
+def _finite(value: float, flag: str, minimum: float, valid: str) -> None:
+    if not (math.isfinite(value) and value >= minimum):
+        raise UserError(f"{flag}: got {value!r}; valid: {valid}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     _positive(args.batch_size, "--batch-size", allow_none=False)
     _positive(args.max_valid_steps, "--max-valid-steps")
-    _positive(args.beam, "--beam", allow_none=False)
+    _positive(args.beam, "--beam", allow_none=False, maximum=1000)
+    _finite(args.lenpen, "--lenpen", 0.0, "a finite number >= 0")
     model, ckpt = _load_for_inference(args)
     print(f"num. model params: {num_params(model)}")
     if ckpt.model_type == TRANSLATION_MODEL_TYPE:
@@ -212,9 +221,11 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     _positive(args.max_new_tokens, "--max-new-tokens", allow_none=False)
     _positive(args.top_k, "--top-k")
-    _positive(args.beam, "--beam", allow_none=False)
-    if args.temperature < 0:
-        raise UserError(f"--temperature: got {args.temperature}; valid: 0 (greedy) or more")
+    _positive(args.beam, "--beam", allow_none=False, maximum=1000)
+    _finite(args.temperature, "--temperature", 0.0, "0 (greedy) or a finite number above it")
+    _finite(args.lenpen, "--lenpen", 0.0, "a finite number >= 0")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed: got {shorten(args.seed)}; valid: an integer from 0 to 2**63 - 1")
     # Only the generated text goes to stdout, so it can be piped; notes go to stderr.
     note = lambda message: print(message, file=sys.stderr)
     model, ckpt = _load_for_inference(args, log=note)
@@ -269,6 +280,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     from layerdrop.analysis.scoring import check_depth
 
+    _positive(args.budget, "--budget")
+    _positive(args.search_beam, "--search-beam", maximum=1000)
     scorer = _scorer(args, args.path)
     check_depth(args.depth, scorer.num_layers)
     full = scorer.score(None)
@@ -293,6 +306,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from layerdrop.analysis.report import plot_sweep
     from layerdrop.analysis.sweep import parse_depths, sweep
 
+    _positive(args.budget, "--budget")
+    _positive(args.search_beam, "--search-beam", maximum=1000)
     depths = parse_depths(args.depths)
     scorers = [_scorer(args, path) for path in args.path]
     result = sweep(scorers, depths, args.strategy, args.budget, args.search_beam)
@@ -310,6 +325,9 @@ def _cmd_importance(args: argparse.Namespace) -> int:
     from layerdrop.analysis.importance import layer_importance
     from layerdrop.analysis.report import plot_importance
 
+    _positive(args.samples, "--samples", maximum=100_000)
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed: got {shorten(args.seed)}; valid: an integer from 0 to 2**63 - 1")
     scorer = _scorer(args, args.path)
     progress = lambda items: tqdm(items, desc="scoring subsets", unit="subset", disable=not sys.stderr.isatty())
     result = layer_importance(scorer, args.depth, args.samples, args.seed, progress)
@@ -377,9 +395,17 @@ def _inference_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lenpen", type=float, default=1.0, help="translation: length penalty (score / length**lenpen)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake gets one line (with long values shortened) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {shorten(message, 300)[1:-1] if len(message) > 300 else message} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerdrop", description="Train Transformers with LayerDrop; prune them to any depth.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="layerdrop", description="Train Transformers with LayerDrop; prune them to any depth.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = commands.add_parser("train", help="train a model (resumes from SAVE_DIR/checkpoint_last when present)")
     add_config_flags(p, TrainConfig)
@@ -446,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as error:
         print(f"layerdrop {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
     except KeyboardInterrupt:
         print("layerdrop: interrupted", file=sys.stderr)
         return 130

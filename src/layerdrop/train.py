@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import re
 import shutil
 import sys
@@ -25,12 +24,15 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from layerdrop.checkpoint import build_model, load_checkpoint, recover_dir, replace_dir, save_checkpoint
-from layerdrop.config import flag_name, option
+from layerdrop.checkpoint import (
+    TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, recover_dir, remove_stale_temporaries,
+    save_checkpoint,
+)
+from layerdrop.config import check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
 from layerdrop.distill import distill_backward
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
-from layerdrop.errors import UserError
+from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
 from layerdrop.nn.layerdrop import derive_seed, layerdrop_lists, set_layerdrop_step
 from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates
@@ -38,12 +40,18 @@ from layerdrop.nn.learned_gates import MAX_RATE
 from layerdrop.nn.structured import UNITS, skipped_share
 from layerdrop.pruning.units import layer_shapes
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
+from layerdrop.run_lock import SaveDirLock
 from layerdrop.signals import StopSignal
 
 # Streams of randomness derived from (seed, update): one each for batches and dropout.
 _BATCH_STREAM, _DROPOUT_STREAM = 1, 2
 LOG_FILE = "train_log.jsonl"
 TASK_NAMES = ("lm", "masked_lm", "classification", "translation")
+MAX_UPDATES = 10**9
+MAX_RATE_OR_DECAY = 1000.0
+# Integer flags and the largest value each may take (beyond it: a typing mistake that would exhaust memory).
+LIMITS = {"max_update": MAX_UPDATES, "batch_size": 2**20, "validate_interval_updates": MAX_UPDATES,
+          "bpe_vocab_size": 2**20, "max_nonfinite_updates": MAX_UPDATES}
 
 
 @dataclass
@@ -79,20 +87,30 @@ class TrainConfig:
     layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates (0: from update 0, the paper's rule)")
     layerdrop_distill: bool = option(False, "in-place self-distillation: each update trains the full depth on the labels and "
                                             "this update's LayerDrop sub-network towards the full depth's predictions")
+    max_nonfinite_updates: int = option(1, "stop when this many updates in a row have a non-finite loss or gradient norm "
+                                           "(each is skipped before the optimizer step; 1: stop at the first)")
 
     def validate(self) -> None:
         if self.task not in TASK_NAMES:
-            raise UserError(f"--task: got {self.task!r}; valid: {', '.join(TASK_NAMES)}")
+            raise UserError(f"--task: got {shorten(self.task)}; valid: {', '.join(TASK_NAMES)}")
         if self.tokenizer is not None and self.tokenizer not in TOKENIZER_KINDS:
-            raise UserError(f"--tokenizer: got {self.tokenizer!r}; valid: {', '.join(TOKENIZER_KINDS)}")
-        for name in ("max_update", "batch_size", "validate_interval_updates", "bpe_vocab_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: a positive integer")
+            raise UserError(f"--tokenizer: got {shorten(self.tokenizer)}; valid: {', '.join(TOKENIZER_KINDS)}")
+        for name, cap in LIMITS.items():
+            value = getattr(self, name)
+            if not 1 <= value <= cap:
+                raise UserError(f"{flag_name(name)}: got {shorten(value)}; valid: an integer from 1 to {cap:,}")
         for name in ("warmup_updates", "keep_interval_updates", "layerdrop_warmup_updates"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{flag_name(name)}: got {getattr(self, name)}; valid: zero or more")
-        if not self.lr > 0 or self.min_lr < 0:
-            raise UserError(f"--lr/--min-lr: got {self.lr}/{self.min_lr}; valid: lr > 0, min-lr >= 0")
+            if not 0 <= getattr(self, name) <= MAX_UPDATES:
+                raise UserError(f"{flag_name(name)}: got {shorten(getattr(self, name))}; valid: an integer from 0 to {MAX_UPDATES:,}")
+        if not 0 <= self.seed < 2**63:
+            raise UserError(f"--seed: got {shorten(self.seed)}; valid: an integer from 0 to 2**63 - 1")
+        check_finite({"lr": self.lr, "min_lr": self.min_lr, "weight_decay": self.weight_decay, "clip_norm": self.clip_norm})
+        # Beyond these, AdamW's decay factor 1 - lr x weight decay leaves float32's range before any loss is seen.
+        for name in ("lr", "min_lr", "weight_decay"):
+            if getattr(self, name) > MAX_RATE_OR_DECAY:
+                raise UserError(f"{flag_name(name)}: got {getattr(self, name)!r}; valid: a number from 0 to {MAX_RATE_OR_DECAY:g}")
+        if not self.lr > 0:
+            raise UserError(f"--lr: got {self.lr}; valid: a finite number above 0")
         if not 0 < self.mask_prob < 1:
             raise UserError(f"--mask-prob: got {self.mask_prob}; valid: a number in (0, 1)")
         if not 0 <= self.label_smoothing < 1:
@@ -105,8 +123,8 @@ class TrainConfig:
             raise UserError(f"--layerdrop-schedule: got {self.layerdrop_schedule!r}; valid: {', '.join(SCHEDULES)}")
         if self.layerdrop_unit not in UNITS:
             raise UserError(f"--layerdrop-unit: got {self.layerdrop_unit!r}; valid: {', '.join(UNITS)}")
-        if self.layerdrop_gamma is not None and not self.layerdrop_gamma > 0:
-            raise UserError(f"--layerdrop-gamma: got {self.layerdrop_gamma}; valid: a positive number")
+        if self.layerdrop_gamma is not None and not 0 < self.layerdrop_gamma < math.inf:
+            raise UserError(f"--layerdrop-gamma: got {self.layerdrop_gamma}; valid: a finite number above 0")
         if self.layerdrop_gamma is not None and self.layerdrop_schedule != "progressive":
             raise UserError(f"--layerdrop-gamma: only the progressive schedule uses it; got --layerdrop-schedule "
                             f"{self.layerdrop_schedule}")
@@ -137,6 +155,9 @@ def _resume_source(run: TrainConfig) -> tuple[Path | None, str]:
     started from the same --restore-file); otherwise --restore-file, if given, is where training starts."""
     last = Path(run.save_dir) / "checkpoint_last"
     recover_dir(last)
+    if last.exists() and not last.is_dir():
+        raise UserError(f"--save-dir: {last} is a file, not a checkpoint directory; valid: move it away (to start afresh) "
+                        "or put the checkpoint directory back (to resume)")
     if last.is_dir():
         stored = json.loads((last / "run.json").read_text()).get("restore_file") if (last / "run.json").is_file() else None
         if run.restore_file is not None and stored != _resolved(run.restore_file):
@@ -188,22 +209,9 @@ def _prune_old_checkpoints(save_dir: Path, keep: int) -> None:
         shutil.rmtree(old)
 
 
-def _link_copy(source: Path, target: Path) -> None:
-    """Publish a checkpoint under another name: hard links (files are never modified in place), atomically."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for file in source.iterdir():
-        try:
-            os.link(file, tmp / file.name)
-        except OSError:
-            shutil.copy2(file, tmp / file.name)
-    replace_dir(tmp, target)
-
-
 def _describe(metrics: dict[str, float]) -> str:
-    return " | ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.2f}" for k, v in metrics.items())
+    return " | ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.2f}" if abs(v) < 1e6 else f"{k} {v:.3g}"
+                      for k, v in metrics.items())
 
 
 def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None:
@@ -218,12 +226,53 @@ def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None
                         "the full distribution to distil); valid: a full softmax")
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    """The log is strict JSON: a non-finite number is written as null (and the update marked skipped)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in str(error)
+
+
+def _check_step_fits_memory(config: Any, batch_size: int) -> None:
+    """A rough upper estimate of one update's activations, for models with a fixed sequence length (LM, encoder),
+    so a mistyped --batch-size is refused with a message instead of the kernel killing the process."""
+    length = getattr(config, "tokens_per_sample", None)
+    if length is None:
+        return
+    stack = "decoder" if hasattr(config, "decoder_layers") else "encoder"
+    width, ffn = getattr(config, f"{stack}_embed_dim"), getattr(config, f"{stack}_ffn_embed_dim")
+    layers, heads = getattr(config, f"{stack}_layers"), getattr(config, f"{stack}_attention_heads")
+    per_token = layers * (10 * width + 2 * ffn + 3 * heads * length) + 3 * config.vocab_size
+    needed = 4 * batch_size * length * per_token
+    if needed > physical_memory():
+        raise UserError(f"--batch-size {batch_size}: one update of {batch_size} x {length} tokens would need about "
+                        f"{needed / 2**30:,.0f} GB for activations, more than this machine's {physical_memory() / 2**30:,.0f} GB; "
+                        "valid: a smaller --batch-size or --tokens-per-sample")
+
+
 def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
-    """Train the task's model; ``model_args`` are the model flags the user gave (others keep defaults)."""
+    """Train the task's model; ``model_args`` are the model flags the user gave (others keep defaults).
+
+    Holds SAVE_DIR's lock for the whole run, so a second run on the same directory is refused."""
+    run.validate()
+    with SaveDirLock(Path(run.save_dir)):
+        return _train(run, model_args, log)
+
+
+def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None]) -> TrainResult:
     from layerdrop.tasks import TASKS
 
-    run.validate()
     save_dir = Path(run.save_dir)
+    stale = remove_stale_temporaries(save_dir)
+    if stale:
+        log(f"| removed {len(stale)} half-written checkpoint(s) left by an earlier run that was killed: "
+            + ", ".join(p.name for p in stale))
     task = TASKS[run.task](run)
     torch.manual_seed(run.seed)
     source, flag = _resume_source(run)
@@ -241,6 +290,14 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
                          for s in ("encoder", "decoder") for what in ("kept_layers", "layer_heads", "layer_ffn_dims"))
         if pruned_now or adapted:
             log(f"| the model was {'pruned' if pruned_now else 'given a new head'} at load: optimizer and schedule start fresh")
+        elif flag == "--save-dir" and ckpt.trainer_state is None:
+            # Resuming is all or nothing: weights without their optimizer and update count are never taken silently.
+            if not run.reset_optimizer:
+                raise UserError(f"--save-dir: {source} has no {TRAINER_STATE}, so the run cannot resume where it stopped; "
+                                "valid: put the file back, or add --reset-optimizer to continue from these weights with a "
+                                "fresh optimizer, schedule and update count (the training log then starts again)")
+            log(f"| --reset-optimizer: {source} has no {TRAINER_STATE}; continuing from its weights with a fresh optimizer, "
+                "schedule and update count")
         elif run.reset_optimizer and flag == "--restore-file":
             log("| --reset-optimizer: optimizer and schedule start fresh")
         else:
@@ -250,6 +307,7 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
         model = build_model(task.new_config(model_args, tokenizer), None, task.model_type, "model flags", log)
     model.train()
     config = model.cfg
+    _check_step_fits_memory(config, run.batch_size)
     data_summary = task.prepare(tokenizer, config)
 
     optimizer = make_optimizer(model, run.lr, run.weight_decay, parse_betas(run.adam_betas))
@@ -299,23 +357,37 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")
     log(f"| data: {data_summary}")
 
-    save_dir.mkdir(parents=True, exist_ok=True)
+    # A save writes weights and two AdamW moments, and briefly holds the old checkpoint beside the new one.
+    check_free_space(save_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()))
     log_path = save_dir / LOG_FILE
     _truncate_log(log_path, start_update)
     run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
+    last_saved = start_update if trainer_state is not None else None
+
+    def diverged(update: int, what: str) -> Diverged:
+        kept = (f"{save_dir / 'checkpoint_last'} still holds update {last_saved}, the last finite state saved"
+                if last_saved is not None else "no checkpoint had been saved yet")
+        remedies = "a lower --lr or a longer --warmup-updates" + ("" if run.clip_norm > 0 else ", or --clip-norm 1")
+        return Diverged(f"update {update}: {what}; training stopped before the optimizer step, and {kept}. Likely cause: "
+                        f"the learning rate is too high for this model (--lr {run.lr:g}, {lr:.3g} at this update); "
+                        f"valid: {remedies}")
+
     def save(update: int, valid_loss: float | None) -> None:
-        nonlocal best_valid
+        nonlocal best_valid, last_saved
+        if not _all_finite(model):
+            raise diverged(update, "the weights hold non-finite values")
         is_best = valid_loss is not None and (best_valid is None or valid_loss < best_valid)
         if is_best:
             best_valid = valid_loss
         state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid}
         written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_loss is not None:
-            _link_copy(written, save_dir / f"checkpoint_{update}")
+            publish_copy(written, save_dir / f"checkpoint_{update}")
             _prune_old_checkpoints(save_dir, run.keep_interval_updates)
         if is_best:
-            _link_copy(written, save_dir / "checkpoint_best")
+            publish_copy(written, save_dir / "checkpoint_best")
+        last_saved = update
 
     lists = layerdrop_lists(model)
     train_loss, valid, smoothed = None, None, None
@@ -323,7 +395,7 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
     # Redirected output (CI, make demo > log) gets a bar redrawn every 30 s, not ten times a second.
     bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar, dynamic_ncols=True, unit="upd",
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    update = start_update
+    update, lr, nonfinite_in_a_row = start_update, run.lr, 0
     with StopSignal() as stop, open(log_path, "a", buffering=1) as log_file:  # line-buffered: no torn lines
         while update < run.max_update:
             started = time.perf_counter()
@@ -337,39 +409,59 @@ def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], Non
             lr = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, run.max_update)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = task.train_batch(batch_rng, update)
-            if run.layerdrop_distill:
-                out, distill_loss = distill_backward(task, model, batch)
-            else:
-                out, distill_loss = task.train_outputs(model, batch), None
-                out.loss.backward()
+            try:
+                batch = task.train_batch(batch_rng, update)
+                if run.layerdrop_distill:
+                    out, distill_loss = distill_backward(task, model, batch)
+                else:
+                    out, distill_loss = task.train_outputs(model, batch), None
+                    out.loss.backward()
+            except RuntimeError as error:
+                if not _out_of_memory(error):
+                    raise
+                raise UserError(f"--batch-size {run.batch_size}: out of memory at update {update + 1} "
+                                f"({shorten(str(error), 120)}); valid: a smaller --batch-size or model") from None
             loss, tokens = out.loss, out.tokens
-            if run.clip_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm)
-            optimizer.step()
+            # The norm is measured even without clipping: a non-finite one must never reach the optimizer.
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm if run.clip_norm > 0 else math.inf).item()
+            train_loss = loss.item()
+            finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
+            if finite:
+                optimizer.step()
+                nonfinite_in_a_row = 0
+            else:
+                nonfinite_in_a_row += 1
             optimizer.zero_grad(set_to_none=True)
             update += 1
             elapsed = time.perf_counter() - started
             seconds += elapsed
             tokens_seen += tokens
-            train_loss = loss.item()
-            smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
+            if finite:
+                smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
             ran = sum(len(layers.last_kept) for layers in lists)
             total = sum(len(layers) for layers in lists)
-            record = {"update": update, "loss": train_loss, "lr": lr, "layers": ran,
-                      "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
+            record = {"update": update, "loss": _finite_or_none(train_loss), "gnorm": _finite_or_none(round(grad_norm, 5)),
+                      "lr": lr, "layers": ran, "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
             if distill_loss is not None:
-                record["distill"] = distill_loss
-            log_file.write(json.dumps(record) + "\n")
+                record["distill"] = _finite_or_none(distill_loss)
+            if not finite:
+                record["skipped"] = "non-finite loss or gradient norm"
+            log_file.write(json.dumps(record, allow_nan=False) + "\n")
+            if nonfinite_in_a_row >= run.max_nonfinite_updates:
+                raise diverged(update, f"the training loss is {train_loss:g} and the gradient norm {grad_norm:g}"
+                               + (f" ({nonfinite_in_a_row} updates in a row)" if nonfinite_in_a_row > 1 else ""))
             bar.update(1)
-            bar.set_postfix(loss=f"{smoothed:.3f}", ppl=f"{math.exp(min(smoothed, 50)):.1f}",
+            shown = math.nan if smoothed is None else smoothed
+            bar.set_postfix(loss=f"{shown:.3f}", ppl=f"{math.exp(min(shown, 50)):.1f}",
                             tok_s=f"{tokens / elapsed:,.0f}", layers=f"{ran}/{total}", refresh=False)
             if run.no_progress_bar and (update % 100 == 0 or update == run.max_update):
-                log(f"| update {update:>6} | loss {smoothed:.3f} | lr {lr:.2e} | {tokens / elapsed:,.0f} tok/s | layers {ran}/{total}")
+                log(f"| update {update:>6} | loss {shown:.3f} | lr {lr:.2e} | {tokens / elapsed:,.0f} tok/s | layers {ran}/{total}")
             if update % run.validate_interval_updates == 0 or update == run.max_update:
                 valid = task.validate(model)
                 if valid is not None:
                     bar.write(f"| valid at update {update}: {_describe(valid)}")
+                    if not math.isfinite(valid["loss"]):
+                        raise diverged(update, f"the validation loss is {valid['loss']:g}")
                 for layers in lists:
                     if getattr(layers, "last_rates", None) is not None:
                         bar.write(f"| learned {layers.name} drop rates: " + " ".join(f"{r:.2f}" for r in layers.last_rates.tolist()))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from layerdrop.config import shorten
 from layerdrop.checkpoint import Checkpoint, build_model, load_checkpoint
 from layerdrop.errors import UserError
 from layerdrop.pruning.keep import apply_layers_to_keep, prune_state_dict
@@ -104,7 +105,7 @@ class Scorer:
 
 def check_depth(depth: int, num_layers: int, flag: str = "--depth") -> int:
     if not 1 <= depth <= num_layers:
-        raise UserError(f"{flag}: got {depth}; valid: 1 to {num_layers} (the stack's layer count)")
+        raise UserError(f"{flag}: got {shorten(depth)}; valid: 1 to {num_layers} (the stack's layer count)")
     return depth
 
 

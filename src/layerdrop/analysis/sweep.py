@@ -7,16 +7,17 @@ from typing import Any
 
 from layerdrop.analysis.scoring import Scorer
 from layerdrop.analysis.strategies import select_layers
+from layerdrop.config import MAX_LAYERS, shorten
 from layerdrop.errors import UserError
 
 
 def parse_depths(text: str, flag: str = "--depths") -> list[int]:
     try:
         depths = [int(item) for item in text.split(",") if item.strip()]
-    except ValueError:
+    except ValueError:  # not a number, or one too long for int()
         depths = []
-    if not depths or any(d < 1 for d in depths):
-        raise UserError(f"{flag}: got {text!r}; valid: positive integers, comma-separated, e.g. 12,9,6,3")
+    if not depths or any(not 1 <= d <= MAX_LAYERS for d in depths):
+        raise UserError(f"{flag}: got {shorten(text)}; valid: positive integers, comma-separated, e.g. 12,9,6,3")
     return sorted(set(depths), reverse=True)
 
 

@@ -6,10 +6,12 @@ With no path the embedded Tiny Shakespeare (public domain, shipped in the packag
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from layerdrop.config import shorten
 from layerdrop.errors import UserError
 
 SPLITS = ("train", "valid", "test")
@@ -43,10 +45,10 @@ def parse_fractions(value: str | tuple[float, ...]) -> tuple[float, float, float
     valid = "valid: three non-negative numbers train,valid,test that sum to 1, e.g. 0.9,0.05,0.05"
     try:
         parts = tuple(float(x) for x in (value.split(",") if isinstance(value, str) else value))
-    except ValueError:
-        raise UserError(f"--split-fractions: got {value!r}; {valid}") from None
-    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
-        raise UserError(f"--split-fractions: got {value!r}; {valid}")
+    except (ValueError, TypeError):
+        raise UserError(f"--split-fractions: got {shorten(value)}; {valid}") from None
+    if len(parts) != 3 or not all(math.isfinite(x) and x >= 0 for x in parts) or abs(sum(parts) - 1.0) > 1e-6 or parts[0] == 0:
+        raise UserError(f"--split-fractions: got {shorten(value)}; {valid}")
     return parts  # type: ignore[return-value]
 
 

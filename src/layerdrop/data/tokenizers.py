@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from layerdrop.config import shorten
 from layerdrop.errors import UserError
 
 TOKENIZER_KINDS = ("char", "word", "bpe")
@@ -175,17 +176,19 @@ def tokenizer_from_json(data: dict, source: str) -> Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
 
         return BPETokenizer(HFTokenizer.from_str(json.dumps(data["tokenizer"])))
-    raise UserError(f"{source}: tokenizer kind {kind!r} is not known; valid: {', '.join(TOKENIZER_KINDS)}")
+    raise UserError(f"{source}: tokenizer kind {shorten(kind)} is not known; valid: {', '.join(TOKENIZER_KINDS)}")
 
 
 def load_tokenizer(path: Path) -> Tokenizer:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"{path}: cannot read the tokenizer ({error}); valid: a tokenizer.json written by layerdrop") from None
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # ValueError: bad JSON or not UTF-8
+        raise UserError(f"{path}: cannot read the tokenizer ({shorten(str(error), 120)}); valid: a tokenizer.json written "
+                        "by layerdrop") from None
     try:
         return tokenizer_from_json(data, str(path))
     except (KeyError, TypeError, ValueError, Exception) as error:  # the tokenizers library raises its own types
         if isinstance(error, UserError):
             raise
-        raise UserError(f"{path}: cannot read the tokenizer ({error}); valid: a tokenizer.json written by layerdrop") from None
+        raise UserError(f"{path}: cannot read the tokenizer ({shorten(str(error), 120)}); valid: a tokenizer.json written "
+                        "by layerdrop") from None

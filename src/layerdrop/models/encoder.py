@@ -59,7 +59,7 @@ class TransformerEncoderConfig(EncoderUnits):
 
     def validate(self) -> None:
         check_positive_ints(self, ("encoder_layers", "encoder_embed_dim", "encoder_ffn_embed_dim",
-                                   "encoder_attention_heads", "tokens_per_sample"))
+                                   "encoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.encoder_embed_dim, self.encoder_attention_heads, "encoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
+from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
 from layerdrop.nn.layerdrop import LayerDropModuleList
@@ -66,12 +66,14 @@ class TransformerLMConfig(DecoderUnits):
 
     def validate(self) -> None:
         check_positive_ints(self, ("decoder_layers", "decoder_embed_dim", "decoder_ffn_embed_dim",
-                                   "decoder_attention_heads", "tokens_per_sample"))
+                                   "decoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.decoder_embed_dim, self.decoder_attention_heads, "decoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"))
+        factor = self.adaptive_softmax_factor
+        if not 1 < factor < float("inf"):
+            raise UserError(f"--adaptive-softmax-factor: got {factor!r}; valid: a finite number above 1")
         if self.adaptive_softmax_cutoff is not None:
             clusters = len(self.cutoffs())
-            factor = self.adaptive_softmax_factor
             # The last tail cluster projects to decoder_embed_dim // factor**clusters dimensions: at 0 it cannot learn.
             if not 1 < factor < float("inf") or self.decoder_embed_dim // factor**clusters < 1:
                 raise UserError(f"--adaptive-softmax-factor: got {factor!r}; valid: a number above 1 that leaves the last "
@@ -88,7 +90,7 @@ class TransformerLMConfig(DecoderUnits):
         upper = self.vocab_size - 1 if self.vocab_size else None  # torch's limit: the last cluster keeps 1 word
         if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] < 1 or (upper and cutoffs[-1] > upper):
             bounds = f" between 1 and {upper} (the vocabulary has {self.vocab_size} entries)" if upper else ""
-            raise UserError(f"--adaptive-softmax-cutoff: got {text!r}; valid: increasing integers{bounds}, e.g. 2000,10000")
+            raise UserError(f"--adaptive-softmax-cutoff: got {shorten(text)}; valid: increasing integers{bounds}, e.g. 2000,10000")
         return cutoffs
 
 

@@ -71,7 +71,7 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     def validate(self) -> None:
         check_positive_ints(self, tuple(f"{side}_{name}" for side in ("encoder", "decoder")
                                         for name in ("layers", "embed_dim", "ffn_embed_dim", "attention_heads"))
-                            + ("max_source_positions", "max_target_positions"))
+                            + ("max_source_positions", "max_target_positions", "vocab_size"))
         for side in ("encoder", "decoder"):
             check_heads_divide(getattr(self, f"{side}_embed_dim"), getattr(self, f"{side}_attention_heads"), side)
         if self.encoder_embed_dim != self.decoder_embed_dim:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from layerdrop.config import flag_name
+from layerdrop.config import flag_name, shorten
 from layerdrop.errors import UserError
 
 STACKS = ("encoder", "decoder")
@@ -43,17 +43,17 @@ def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str 
         raise UserError(f"{flag}: got an empty list; {valid}")
     indices = []
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, str)) or (isinstance(item, str) and not re.fullmatch(r"-?\d+", item)):
-            raise UserError(f"{flag}: got {value!r}: {item!r} is not an integer; {valid}")
+        if isinstance(item, bool) or not isinstance(item, (int, str)) or (isinstance(item, str) and not re.fullmatch(r"-?\d{1,18}", item)):
+            raise UserError(f"{flag}: got {shorten(value)}: {shorten(item, 30)} is not an integer; {valid}")
         index = int(item)
         if index < 0:
-            raise UserError(f"{flag}: got {value!r}: {index} is negative; {valid}")
+            raise UserError(f"{flag}: got {shorten(value)}: {index} is negative; {valid}")
         if index >= num_layers:
-            raise UserError(f"{flag}: got {value!r}: {what} {index} is out of range for a model with {num_layers} {what}{'s' if what != 'half' else 'ves'}; {valid}")
+            raise UserError(f"{flag}: got {shorten(value)}: {what} {shorten(index, 30)} is out of range for a model with {num_layers} {what}{'s' if what != 'half' else 'ves'}; {valid}")
         indices.append(index)
     repeated = sorted({i for i in indices if indices.count(i) > 1})
     if repeated:
-        raise UserError(f"{flag}: got {value!r}: {what}(s) {repeated} repeated; {valid}")
+        raise UserError(f"{flag}: got {shorten(value)}: {what}(s) {shorten(repeated)} repeated; {valid}")
     return sorted(indices)
 
 
