@@ -88,7 +88,7 @@ BAD = [
     (["eval", "--model-overrides", "{'decoder_layers_to_keep': '0,9'}"], "layer 9 is out of range"),
     (["eval", "--model-overrides", "{'layers': 3}"], "--model-overrides: unknown key 'layers'"),
     (["eval", "--model-overrides", "{'decoder_layerdrop': 1.0}"], "--decoder-layerdrop: got 1.0"),
-    (["eval", "--split", "dev"], "--split: got 'dev'"),
+    (["eval", "--split", "develop"], "--split: got 'develop'"),
     (["prune", "--out", "{out}"], "no keep list given"),
     (["prune", "--decoder-layers-to-keep", "0", "--out", "{existing}"], "already exists; valid: a new directory"),
     (["prune", "--decoder-layers-to-keep", "0", "--out", "{inside}"], "overlaps --path"),

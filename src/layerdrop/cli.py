@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,10 +73,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config_class(**{**model_args, "vocab_size": MAX_SIZE}).validate()
     result = train(run, model_args)
     valid = result.valid or {}
+    best = "best valid" if result.best_metric == "loss" else f"best {result.best_metric}"
+    extra = "valid ppl" if "ppl" in valid or result.best_metric == "loss" else f"valid {result.best_metric}"
     _print_table(
-        ["update", "train loss", "valid loss", "best valid", "valid ppl", "train time", "tokens/s"],
+        ["update", "train loss", "valid loss", best, extra, "train time", "tokens/s"],
         [[result.update, _fmt(result.train_loss), _fmt(valid.get("loss")), _fmt(result.best_valid_loss),
-          _fmt(valid.get("ppl"), 2), f"{result.seconds:.0f}s", f"{result.tokens_per_second:,.0f}"]],
+          _fmt(valid.get("ppl", valid.get(result.best_metric)), 2), f"{result.seconds:.0f}s", f"{result.tokens_per_second:,.0f}"]],
     )
     if result.stopped_by:
         return 143 if result.stopped_by == "SIGTERM" else 130
@@ -117,26 +120,7 @@ def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
     data = args.data if args.data is not None else run.get("data")
     layers = model.cfg.encoder_layers
     if model.cfg.num_classes:
-        from layerdrop.data.glue import load_glue
-        from layerdrop.tasks.classification import encode_examples, evaluate_classifier
-
-        examples = load_glue(data, args.split)
-        if args.max_valid_steps is not None:
-            keep = args.max_valid_steps * args.batch_size
-            examples = type(examples)(examples.texts[:keep], examples.labels[:keep])
-        index = {name: i for i, name in enumerate(model.cfg.label_names)}
-        unknown = sorted(set(examples.labels) - set(index))
-        if unknown:
-            raise UserError(f"--data {data}: the {args.split} split has labels {unknown}; the model knows {model.cfg.label_names}")
-        start = time.perf_counter()
-        metrics = evaluate_classifier(model, encode_examples(ckpt.tokenizer, examples, model.cfg),
-                                      [index[label] for label in examples.labels], args.batch_size)
-        seconds = time.perf_counter() - start
-        header = ["checkpoint", "split", "layers", "accuracy"] + (["F1"] if "f1" in metrics else []) + ["examples", "examples/s"]
-        row = [str(args.path), args.split, layers, f"{metrics['accuracy']:.2f}"] + (
-            [f"{metrics['f1']:.2f}"] if "f1" in metrics else []) + [len(examples.labels), f"{len(examples.labels) / seconds:,.0f}"]
-        _print_table(header, [row])
-        return 0
+        return _eval_glue(args, model, ckpt, data)
     from layerdrop.tasks.masked_lm import MaskedLMTask, evaluate_masked_lm
 
     task = MaskedLMTask(TrainConfig(task="masked_lm", data=data, split_fractions=run.get("split_fractions", "0.9,0.05,0.05"),
@@ -148,7 +132,80 @@ def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
     _print_table(["checkpoint", "split", "layers", "masked-LM loss", "ppl", "tokens/s"],
                  [[str(args.path), args.split, layers, f"{metrics['loss']:.4f}", f"{metrics['ppl']:.2f}",
                    f"{stream.numel() / (time.perf_counter() - start):,.0f}"]])
+    _write_eval_json(args, model, {"masked_lm": {"loss": metrics["loss"], "ppl": metrics["ppl"]}})
     return 0
+
+
+def _eval_glue(args: argparse.Namespace, model, ckpt, data: str | None) -> int:
+    """Dev splits: the task's official metrics. Test splits (no labels): a predictions file for the GLUE server."""
+    from layerdrop.data.glue import check_directory, load_glue, resolve_task
+    from layerdrop.tasks.classification import encode_examples, evaluate_classifier, label_ids, metric_names, predict, report_skipped
+
+    directory = check_directory(data)
+    glue = resolve_task(directory, args.glue_task or model.cfg.glue_task)
+    if model.cfg.glue_task and glue.name != model.cfg.glue_task:
+        raise UserError(f"--glue-task/--data: {glue.name} files, but the model was fine-tuned on {model.cfg.glue_task}; "
+                        f"valid: {model.cfg.glue_task} data")
+    names = metric_names(model.cfg)
+    header = ["checkpoint", "file", "layers", *names, "loss", "examples", "examples/s"]
+    rows, results = [], {}
+    for examples in load_glue(directory, args.split, glue.name):
+        report_skipped(examples)
+        keep = len(examples) if args.max_valid_steps is None else args.max_valid_steps * args.batch_size
+        ids = encode_examples(ckpt.tokenizer, type(examples)(examples.texts[:keep], None), model.cfg)
+        start = time.perf_counter()
+        if examples.labels is None:
+            predictions, _ = predict(model, ids, args.batch_size)
+            submission = glue.submission[glue.test.index(examples.file.name)]
+            path = _write_predictions(Path(args.predictions_dir) / submission, examples.ids[:keep], predictions, model.cfg)
+            print(f"| {examples.file.name}: {len(predictions):,} predictions written to {path} (GLUE server format)")
+            results[examples.file.name] = {"predictions": str(path), "examples": len(predictions)}
+            continue
+        labels = label_ids(model.cfg, type(examples)(examples.texts[:keep], examples.labels[:keep]), examples.file.name)
+        metrics = evaluate_classifier(model, ids, labels, args.batch_size)
+        seconds = time.perf_counter() - start
+        rows.append([str(args.path), examples.file.name, model.cfg.encoder_layers, *(f"{metrics[n]:.2f}" for n in names),
+                     f"{metrics['loss']:.4f}", len(labels), f"{len(labels) / seconds:,.0f}"])
+        results[examples.file.name] = {**metrics, "examples": len(labels)}
+    if rows:
+        print(f"{glue.name} ({', '.join(names)}, in percent):")
+        _print_table(header, rows)
+    _write_eval_json(args, model, results, task=glue.name)
+    return 0
+
+
+def _write_predictions(path: Path, ids: list[str], predictions: list, config) -> Path:
+    """``index<TAB>prediction`` with the label names (or scores) the GLUE server expects; written atomically."""
+    if config.regression_range is not None:
+        values = [f"{p:.3f}" for p in predictions]
+    else:
+        values = [config.label_names[p] for p in predictions]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
+        os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(f"--predictions-dir: cannot write {path} ({error.strerror})") from None
+    return path
+
+
+def _write_eval_json(args: argparse.Namespace, model, results: dict[str, Any], **extra: Any) -> None:
+    """--json OUT: what eval printed, for scripts (split, metrics by file or kind, kept layers, parameters)."""
+    if not args.json:
+        return
+    from layerdrop.analysis.report import write_json
+
+    cfg = model.cfg
+    kept = {s: getattr(cfg, f"{s}_kept_layers", None) or list(range(getattr(cfg, f"{s}_layers")))
+            for s in ("encoder", "decoder") if hasattr(cfg, f"{s}_layers")}
+    payload = {"checkpoint": str(args.path), "split": args.split, **extra, "results": results, "kept_layers": kept,
+               "parameters": num_params(model)}
+    try:
+        write_json(payload, Path(args.json))
+    except OSError as error:
+        raise UserError(f"--json: cannot write {args.json!r} ({error.strerror})") from None
+    print(f"| wrote {args.json}")
 
 
 def _eval_lm(args: argparse.Namespace, model, ckpt) -> int:
@@ -166,6 +223,7 @@ def _eval_lm(args: argparse.Namespace, model, ckpt) -> int:
         [[str(args.path), args.split, model.cfg.decoder_layers, f"{result.loss:.4f}", f"{result.perplexity:.2f}",
           f"{result.tokens:,}", f"{result.tokens_per_second:,.0f}"]],
     )
+    _write_eval_json(args, model, {"lm": {"loss": result.loss, "ppl": result.perplexity, "tokens": result.tokens}})
     return 0
 
 
@@ -191,6 +249,7 @@ def _eval_translation(args: argparse.Namespace, model, ckpt) -> int:
           len(sources), f"{len(sources) / seconds:,.1f}"]],
     )
     print(f"| {bleu}")
+    _write_eval_json(args, model, {"translation": {"bleu": bleu.score, "sentences": len(sources), "beam": args.beam}})
     return 0
 
 
@@ -414,10 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(p, config_class, seen=seen)
     p.set_defaults(func=_cmd_train)
 
-    p = commands.add_parser("eval", help="LM: loss, perplexity, speed; translation: BLEU; classifier: accuracy, F1")
+    p = commands.add_parser("eval", help="LM: loss, perplexity, speed; translation: BLEU; GLUE: the task's official metric")
     _inference_flags(p)
     p.add_argument("--data", default=None, help="corpus (default: the one the checkpoint was trained on)")
-    p.add_argument("--split", default="valid", help="train, valid or test (default: valid; GLUE: valid is dev.tsv)")
+    p.add_argument("--split", default="valid", help="train, valid (or dev) or test; GLUE: dev, and for MNLI dev_matched / "
+                   "dev_mismatched; a GLUE test split writes predictions (default: valid)")
+    p.add_argument("--glue-task", default=None, help="GLUE task of --data when the files do not tell (default: the model's, "
+                   "or detected from the header)")
+    p.add_argument("--predictions-dir", default=".", help="GLUE test splits: where TASK.tsv predictions go (default: .)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the metrics printed to this JSON file")
     p.add_argument("--test-subset", default=None, help="translation: test file stem when there are several (e.g. test_2016_flickr)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-valid-steps", type=int, default=None, help="evaluate at most this many batches")

@@ -64,6 +64,8 @@ class TrainConfig:
     source_lang: str = option("de", "translation: source language suffix of the data files")
     target_lang: str = option("en", "translation: target language suffix of the data files")
     label_smoothing: float = option(0.1, "translation: label smoothing of the cross-entropy")
+    glue_task: str | None = option(None, "classification: the GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI); "
+                                         "default: detected from train.tsv")
     mask_prob: float = option(0.15, "masked_lm: share of tokens chosen for prediction (80/10/10 mask/random/same)")
     save_dir: str = option("checkpoints", "where checkpoints and the training log go")
     restore_file: str | None = option(None, "checkpoint to start from (an existing SAVE_DIR/checkpoint_last is resumed instead)")
@@ -139,11 +141,12 @@ class TrainResult:
     update: int
     train_loss: float | None
     valid: dict[str, float] | None
-    best_valid_loss: float | None
+    best_valid_loss: float | None  # of the task's selection metric (the loss, or a GLUE score)
     seconds: float
     tokens_per_second: float
     save_dir: Path
     stopped_by: str | None = None
+    best_metric: str = "loss"
 
 
 def _resolved(path: str | None) -> str | None:
@@ -318,7 +321,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         except (ValueError, KeyError) as error:
             raise UserError(f"{flag} {source}: its optimizer state does not fit the model ({error})") from None
         start_update = int(trainer_state["update"])
-        best_valid = trainer_state.get("best_valid_loss")
+        best_valid = trainer_state.get("best_valid_loss")  # of the selection metric, despite the name (kept for old checkpoints)
         log(f"| resuming at update {start_update}")
 
     log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
@@ -373,16 +376,20 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                         f"the learning rate is too high for this model (--lr {run.lr:g}, {lr:.3g} at this update); "
                         f"valid: {remedies}")
 
-    def save(update: int, valid_loss: float | None) -> None:
+    # The best checkpoint is chosen by the task's metric: the loss, or for GLUE the task's official score.
+    best_metric, higher_is_better = getattr(task, "selection", ("loss", False))
+
+    def save(update: int, valid_score: float | None) -> None:
         nonlocal best_valid, last_saved
         if not _all_finite(model):
             raise diverged(update, "the weights hold non-finite values")
-        is_best = valid_loss is not None and (best_valid is None or valid_loss < best_valid)
+        is_best = valid_score is not None and (best_valid is None or (
+            valid_score > best_valid if higher_is_better else valid_score < best_valid))
         if is_best:
-            best_valid = valid_loss
+            best_valid = valid_score
         state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid}
         written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
-        if run.keep_interval_updates > 0 and valid_loss is not None:
+        if run.keep_interval_updates > 0 and valid_score is not None:
             publish_copy(written, save_dir / f"checkpoint_{update}")
             _prune_old_checkpoints(save_dir, run.keep_interval_updates)
         if is_best:
@@ -465,7 +472,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                 for layers in lists:
                     if getattr(layers, "last_rates", None) is not None:
                         bar.write(f"| learned {layers.name} drop rates: " + " ".join(f"{r:.2f}" for r in layers.last_rates.tolist()))
-                save(update, None if valid is None else valid["loss"])
+                save(update, None if valid is None else valid[best_metric])
             if stop.received is not None:
                 save(update, None)
                 break
@@ -474,4 +481,4 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     if stopped_by:
         log(f"| stopped by {stopped_by} at update {update}; saved {save_dir / 'checkpoint_last'}; run the same command to resume")
     return TrainResult(update, train_loss, valid, best_valid, seconds, tokens_seen / seconds if seconds else 0.0,
-                       save_dir, stopped_by)
+                       save_dir, stopped_by, best_metric)

@@ -71,8 +71,13 @@ class Scorer:
         self.stack = stack
         self.num_layers: int = getattr(config, f"{stack}_layers")
         self.task = _task_for(self.ckpt, config, data, batch_size, max_valid_steps)
-        is_classifier = getattr(config, "num_classes", 0)
-        self.metric = Metric("accuracy", True) if is_classifier else Metric("valid loss", False)
+        if getattr(config, "num_classes", 0):
+            from layerdrop.tasks.classification import metric_names
+
+            names = metric_names(config)  # a GLUE task's official metric(s); their mean when there are two
+            self.metric = Metric(names[0] if len(names) == 1 else f"GLUE score (mean of {' and '.join(names)})", True)
+        else:
+            self.metric = Metric("valid loss", False)
         self.evaluations = 0
         self._cache: dict[tuple[int, ...], float] = {}
 
@@ -88,7 +93,7 @@ class Scorer:
         metrics = self.task.validate(model)
         if metrics is None:
             raise UserError(f"--path {self.path}: the task's data has no validation split to score on; valid: --data with one")
-        return float(metrics["accuracy" if self.metric.higher_is_better else "loss"])
+        return float(metrics["score" if self.metric.higher_is_better else "loss"])
 
     def score(self, keep: Sequence[int] | None = None) -> float:
         """Validation metric with only ``keep`` layers; each distinct subset is evaluated once."""

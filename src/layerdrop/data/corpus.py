@@ -29,6 +29,7 @@ class TextCorpus:
     texts: dict[str, str]
 
     def split(self, name: str) -> str:
+        name = "valid" if name == "dev" else name  # the name GLUE users type
         if name not in SPLITS:
             raise UserError(f"--split: got {name!r}; valid: {', '.join(SPLITS)}")
         if not self.texts.get(name):

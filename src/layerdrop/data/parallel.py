@@ -22,6 +22,7 @@ class ParallelCorpus:
     files: dict[str, tuple[Path, Path]]
 
     def split(self, name: str) -> tuple[list[str], list[str]]:
+        name = "valid" if name == "dev" else name  # the name GLUE users type
         if name not in SPLIT_NAMES:
             raise UserError(f"--split: got {name!r}; valid: {', '.join(SPLIT_NAMES)}")
         if name not in self.files:

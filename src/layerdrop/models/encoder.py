@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
+from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
+from layerdrop.errors import UserError
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 from layerdrop.pruning.units import EncoderUnits, pending_pruning
 
@@ -44,6 +45,9 @@ class TransformerEncoderConfig(EncoderUnits):
                                           "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     num_classes: int = option(0, "classes of the classification head (0: masked LM only; set from the data)", cli=False)
     label_names: list[str] | None = option(None, "the class labels, in id order", cli=False)
+    regression_range: list[float] | None = option(None, "regression head (STS-B): the label range predictions are clipped to",
+                                                  cli=False)
+    glue_task: str | None = option(None, "the GLUE task the head was fine-tuned on (its metrics and file layout)", cli=False)
     pad_id: int = option(0, "padding token id", cli=False)
     bos_id: int = option(1, "<s> token id", cli=False)
     eos_id: int = option(2, "</s> token id", cli=False)
@@ -62,6 +66,10 @@ class TransformerEncoderConfig(EncoderUnits):
                                    "encoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.encoder_embed_dim, self.encoder_attention_heads, "encoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
+        if self.regression_range is not None and (self.num_classes != 1 or len(self.regression_range) != 2
+                                                  or not self.regression_range[0] <= self.regression_range[1]):
+            raise UserError(f"regression_range: got {shorten(self.regression_range)} with num_classes {self.num_classes}; "
+                            "valid: [low, high] with one output")
 
 
 class MaskedLMHead(nn.Module):

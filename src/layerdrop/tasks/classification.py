@@ -1,27 +1,30 @@
-"""Sentence and sentence-pair classification on GLUE-style TSV directories (SST-2, RTE, ...).
+"""GLUE sentence and sentence-pair tasks: classification, and regression for STS-B.
 
-Inputs are encoded as RoBERTa does: ``<s> A </s>`` or ``<s> A </s> </s> B </s>``. Fine-tuning starts
-from a masked-LM checkpoint (``--restore-file``), possibly pruned with ``--encoder-layers-to-keep``;
-the classification head is added then. Metrics: accuracy, and F1 of the second class for two-class
-tasks (label ids follow the sorted training labels: for SST-2 "1", for RTE "not_entailment").
+Files are read as GLUE distributes them (``layerdrop.data.glue`` detects the task). Inputs are encoded
+as RoBERTa does: ``<s> A </s>`` or ``<s> A </s> </s> B </s>``. Fine-tuning starts from a masked-LM
+checkpoint (``--restore-file``), possibly pruned with ``--encoder-layers-to-keep``; the head is added
+then: one output per class with cross-entropy, or one output with mean squared error for STS-B
+(predictions clipped to the label range). Validation reports the task's official metrics, and the best
+checkpoint is the one with the best GLUE score (the mean of those metrics).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
-from layerdrop.data.glue import SPLIT_FILES, Examples, load_glue
-from layerdrop.data.tokenizers import require_bpe, BPETokenizer
+from layerdrop.data.glue import TASKS, Examples, GlueTask, check_directory, load_glue, resolve_task
+from layerdrop.data.tokenizers import BPETokenizer, require_bpe
+from layerdrop.config import shorten
 from layerdrop.errors import UserError
-from layerdrop.pruning.units import without_requests
-from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
+from layerdrop.pruning.units import without_requests
+from layerdrop.tasks.glue_metrics import glue_metrics, glue_score
+from layerdrop.tasks.outputs import TrainOutputs
 
 
 def encode_examples(tokenizer: BPETokenizer, examples: Examples, config: TransformerEncoderConfig) -> list[list[int]]:
@@ -46,15 +49,30 @@ def encode_examples(tokenizer: BPETokenizer, examples: Examples, config: Transfo
     return out
 
 
-def classification_metrics(predictions: list[int], labels: list[int], num_classes: int) -> dict[str, float]:
-    correct = sum(p == y for p, y in zip(predictions, labels))
-    metrics = {"accuracy": 100.0 * correct / max(len(labels), 1)}
-    if num_classes == 2:
-        tp = sum(p == 1 and y == 1 for p, y in zip(predictions, labels))
-        fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
-        fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
-        metrics["f1"] = 100.0 * 2 * tp / max(2 * tp + fp + fn, 1)
-    return metrics
+def report_skipped(examples: Examples, log=print) -> None:
+    """Malformed rows are never dropped silently."""
+    if examples.skipped:
+        lines = ", ".join(map(str, examples.skipped[:10])) + (", ..." if len(examples.skipped) > 10 else "")
+        log(f"| {examples.file}: skipped {len(examples.skipped)} malformed row(s) (lines {lines})")
+
+
+def task_of(config: TransformerEncoderConfig) -> GlueTask | None:
+    return TASKS.get(config.glue_task) if config.glue_task else None
+
+
+def metric_names(config: TransformerEncoderConfig) -> tuple[str, ...]:
+    task = task_of(config)
+    return task.metrics if task is not None else ("accuracy",)
+
+
+def label_ids(config: TransformerEncoderConfig, examples: Examples, source: str) -> list[float] | list[int]:
+    if config.regression_range is not None:
+        return list(examples.labels)
+    index = {name: i for i, name in enumerate(config.label_names)}
+    unknown = sorted(set(examples.labels) - set(index))
+    if unknown:
+        raise UserError(f"--data: {source} has labels {shorten(unknown)} that the model does not know ({config.label_names})")
+    return [index[label] for label in examples.labels]
 
 
 class ClassificationTask:
@@ -62,32 +80,46 @@ class ClassificationTask:
     model_type = MODEL_TYPE
     config_class = TransformerEncoderConfig
     default_tokenizer = "bpe"
+    selection = ("score", True)  # the best checkpoint has the highest GLUE score on dev
 
-    def __init__(self, run: Any):
-        self.run = run
+    def __init__(self, run: Any, log=print):
+        self.run, self.log = run, log
         require_bpe(run.tokenizer, self.name)
-        self.train_examples = load_glue(run.data, "train")
-        self.label_names = sorted(set(self.train_examples.labels))
-        if len(self.label_names) < 2:
+        self.directory = check_directory(run.data)
+        self.glue = resolve_task(self.directory, run.glue_task)
+        (self.train_examples,) = load_glue(self.directory, "train", self.glue.name)
+        report_skipped(self.train_examples, log)
+        self.label_names = None if self.glue.regression else sorted(set(self.train_examples.labels))
+        if self.label_names is not None and len(self.label_names) < 2:
             raise UserError(f"--data {run.data}: train.tsv has {len(self.label_names)} distinct label(s); valid: two or more")
+
+    def head_fields(self) -> dict[str, Any]:
+        if self.glue.regression:
+            labels = self.train_examples.labels
+            return {"num_classes": 1, "label_names": None, "regression_range": [min(labels), max(labels)],
+                    "glue_task": self.glue.name}
+        return {"num_classes": len(self.label_names), "label_names": self.label_names, "regression_range": None,
+                "glue_task": self.glue.name}
 
     def build_tokenizer(self) -> BPETokenizer:
         text = "\n".join(t for texts in self.train_examples.texts for t in texts)
         return BPETokenizer.train(text, self.run.bpe_vocab_size, sentences=True)
 
     def new_config(self, model_args: dict[str, Any], tokenizer: BPETokenizer) -> TransformerEncoderConfig:
-        ids = tokenizer.special_ids()
-        return TransformerEncoderConfig(**{**model_args, "vocab_size": len(tokenizer), **ids,
-                                           "num_classes": len(self.label_names), "label_names": self.label_names})
+        return TransformerEncoderConfig(**{**model_args, "vocab_size": len(tokenizer), **tokenizer.special_ids(),
+                                           **self.head_fields()})
 
     def adapt_checkpoint(self, config: TransformerEncoderConfig, state_dict: dict[str, torch.Tensor]):
-        """A masked-LM checkpoint gets a fresh classification head for this data's labels."""
-        if config.num_classes == len(self.label_names) and config.label_names == self.label_names:
+        """A masked-LM checkpoint gets a fresh head for this task (classes, or one output for regression)."""
+        fields = self.head_fields()
+        if all(getattr(config, k) == v for k, v in fields.items() if k != "regression_range") and (
+                (config.regression_range is None) == (fields["regression_range"] is None)):
             return config, state_dict, False
         if config.num_classes:
-            raise UserError(f"--restore-file: the checkpoint classifies {config.label_names}, this data has {self.label_names}; "
-                            "valid: a masked-LM checkpoint or one fine-tuned on the same labels")
-        config = dataclasses.replace(config, num_classes=len(self.label_names), label_names=self.label_names)
+            raise UserError(f"--restore-file: the checkpoint's head is for {config.glue_task or 'other'} labels "
+                            f"{config.label_names}; this data is {self.glue.name} with {self.label_names or 'scores'}; "
+                            "valid: a masked-LM checkpoint or one fine-tuned on the same task")
+        config = dataclasses.replace(config, **fields)
         head = TransformerEncoderModel(dataclasses.replace(without_requests(config), encoder_layers=1,
                                                            encoder_layer_heads=None, encoder_layer_ffn_dims=None))
         state_dict = {**state_dict, **{k: v for k, v in head.state_dict().items() if k.startswith("classification_head.")}}
@@ -95,24 +127,24 @@ class ClassificationTask:
 
     def prepare(self, tokenizer: BPETokenizer, config: TransformerEncoderConfig) -> str:
         self.config = config
-        index = {name: i for i, name in enumerate(config.label_names)}
         self.train_ids = encode_examples(tokenizer, self.train_examples, config)
-        self.train_labels = [index[label] for label in self.train_examples.labels]
+        self.train_labels = label_ids(config, self.train_examples, "train.tsv")
         self.sampler = EpochSampler([len(ids) for ids in self.train_ids], self.run.batch_size, self.run.seed)
         smallest = 4 if len(self.train_examples.texts[0]) == 2 else 3
         if config.tokens_per_sample < smallest:
             raise UserError(f"--tokens-per-sample: got {config.tokens_per_sample}; valid: at least {smallest} "
                             "(room for <s>, the separators and one token of text)")
-        self.valid = None
-        has_dev = (Path(self.run.data) / SPLIT_FILES["valid"]).is_file()
-        dev = load_glue(self.run.data, "valid") if has_dev else None  # a broken dev.tsv is an error, not "no dev"
-        if dev is not None:
-            unknown = sorted(set(dev.labels) - set(index))
-            if unknown:
-                raise UserError(f"--data {self.run.data}: dev.tsv has labels {unknown} not seen in train.tsv ({config.label_names})")
-            self.valid = (encode_examples(tokenizer, dev, config), [index[label] for label in dev.labels])
-        summary = f"{self.run.data}: {len(self.train_ids):,} train examples, labels {config.label_names}"
-        return summary + (f", {len(self.valid[0]):,} dev examples" if self.valid else ", no dev.tsv")
+        self.valid = []
+        present = [name for name in self.glue.dev if (self.directory / name).is_file()]
+        if present:  # a broken dev file is an error, not "no dev"
+            for examples in load_glue(self.directory, "dev", self.glue.name):
+                report_skipped(examples, self.log)
+                self.valid.append((encode_examples(tokenizer, examples, config),
+                                   label_ids(config, examples, examples.file.name)))
+        kind = f"scores {config.regression_range}" if config.regression_range else f"labels {config.label_names}"
+        summary = f"{self.run.data}: {self.glue.name}, {len(self.train_ids):,} train examples, {kind}"
+        return summary + (f", {' + '.join(f'{len(v[0]):,}' for v in self.valid)} dev examples" if self.valid
+                          else f", no {' or '.join(self.glue.dev)}")
 
     def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         indices = self.sampler.batch(update)
@@ -122,24 +154,51 @@ class ClassificationTask:
     def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
         tokens, labels = batch
         logits = model.classify(tokens)
-        return TrainOutputs(F.cross_entropy(logits, labels), int(tokens.ne(self.config.pad_id).sum()), logits)
+        return TrainOutputs(head_loss(model.cfg, logits, labels), int(tokens.ne(self.config.pad_id).sum()), logits)
 
     def validate(self, model: TransformerEncoderModel) -> dict[str, float] | None:
+        """Dev metrics (MNLI: matched, then mismatched with an ``mm_`` prefix) and the GLUE score chosen by."""
         if not self.valid:
             return None
-        return evaluate_classifier(model, *self.valid, batch_size=self.run.batch_size)
+        results = [evaluate_classifier(model, ids, labels, self.run.batch_size) for ids, labels in self.valid]
+        out = dict(results[0])
+        for extra in results[1:]:
+            out.update({f"mm_{k}": v for k, v in extra.items() if k != "score"})
+        return out
+
+
+def head_loss(config: TransformerEncoderConfig, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    if config.regression_range is not None:
+        return F.mse_loss(logits.squeeze(-1), labels.float(), reduction=reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def predictions_of(config: TransformerEncoderConfig, logits: torch.Tensor) -> list[float] | list[int]:
+    if config.regression_range is not None:
+        low, high = config.regression_range
+        return logits.squeeze(-1).clamp(low, high).tolist()
+    return logits.argmax(dim=-1).tolist()
 
 
 @torch.no_grad()
-def evaluate_classifier(model: TransformerEncoderModel, ids: list[list[int]], labels: list[int], batch_size: int = 32) -> dict[str, float]:
+def predict(model: TransformerEncoderModel, ids: list[list[int]], batch_size: int = 32) -> tuple[list, list[torch.Tensor]]:
     was_training = model.training
     model.eval()
-    total, predictions = 0.0, []
+    predictions, logits = [], []
     for start in range(0, len(ids), batch_size):
-        tokens = pad_batch(ids[start : start + batch_size], model.cfg.pad_id)
-        logits = model.classify(tokens)
-        target = torch.tensor(labels[start : start + batch_size])
-        total += F.cross_entropy(logits, target, reduction="sum").item()
-        predictions.extend(logits.argmax(dim=-1).tolist())
+        out = model.classify(pad_batch(ids[start : start + batch_size], model.cfg.pad_id))
+        predictions.extend(predictions_of(model.cfg, out))
+        logits.append(out)
     model.train(was_training)
-    return {"loss": total / max(len(labels), 1), **classification_metrics(predictions, labels, model.cfg.num_classes)}
+    return predictions, logits
+
+
+def evaluate_classifier(model: TransformerEncoderModel, ids: list[list[int]], labels: list, batch_size: int = 32) -> dict[str, float]:
+    """Loss, the task's official metrics, and ``score`` (their mean, as the GLUE leaderboard takes it)."""
+    predictions, logits = predict(model, ids, batch_size)
+    target = torch.tensor(labels)
+    loss = head_loss(model.cfg, torch.cat(logits), target, reduction="sum").item() / max(len(labels), 1)
+    names = metric_names(model.cfg)
+    positive = model.cfg.label_names.index("1") if model.cfg.label_names and "1" in model.cfg.label_names else 1
+    metrics = glue_metrics(names, predictions, labels, positive)
+    return {"loss": loss, **metrics, "score": glue_score(metrics, names)}
