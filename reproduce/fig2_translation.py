@@ -41,7 +41,9 @@ MODELS: dict[str, tuple[list[str], int, list[int], list[int]]] = {
     "LayerDrop recipe": (RECIPE, 6, SEEDS, DEPTHS),
     "LayerDrop p=0.2, the paper's rule": (["--decoder-layerdrop", "0.2"], 6, [2], DEPTHS),
     "LayerDrop p=0.5, rate warmup and distillation": (["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "350",
-                                                       "--layerdrop-distill"], 6, [2], DEPTHS),
+                                                       "--layerdrop-distill"], 6, SEEDS, DEPTHS),
+    # The control for the line above: the same rate and warmup without distillation.
+    "LayerDrop p=0.5, rate warmup": (["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "350"], 6, [2], DEPTHS),
     "scratch 3": ([], 3, SEEDS, [3]),
 }
 
