@@ -176,3 +176,17 @@ def test_a_huge_keep_index_is_refused(trained, capsys):
     save_dir, _ = trained
     _refused(capsys, ["eval", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "1" * 5000],
              "--decoder-layers-to-keep")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "binary", "a list"])
+def test_a_corrupt_run_json_in_save_dir_is_refused_by_train(trained, tmp_path, capsys, kind):
+    save_dir, corpus = trained
+    run_dir = tmp_path / "run"
+    shutil.copytree(save_dir, run_dir)
+    edit = {**GENERIC, **SPECIFIC["run.json"]}[kind]
+    edit(run_dir / "checkpoint_last" / "run.json")
+    before = _digest(run_dir)
+    line = _refused(capsys, ["train", "--data", str(corpus), "--save-dir", str(run_dir), "--max-update", "8", *TINY_TRAIN],
+                    "run.json")
+    assert "--save-dir" in line
+    assert _digest(run_dir) == before

@@ -127,11 +127,11 @@ def test_malformed_qqp_rows_are_skipped_and_counted(tmp_path, capsys):
     lines.insert(8, "19\t38\t39\tq1\tq2\t")  # no label
     (directory / "train.tsv").write_text("\n".join(lines) + "\n")
     (train,) = load_glue(directory, "train")
-    assert train.skipped == [4, 9] and len(train) == 41
+    assert train.skipped == [4, 7, 9] and len(train) == 40  # a stray label would have become a third class
     from layerdrop.tasks.classification import report_skipped
 
     report_skipped(train)
-    assert "skipped 2 malformed row(s) (lines 4, 9)" in capsys.readouterr().out
+    assert "skipped 3 malformed row(s) (lines 4, 7, 9)" in capsys.readouterr().out
 
 
 def test_a_layout_that_matches_no_task_is_refused_with_the_columns_and_the_layouts(tmp_path):
@@ -277,3 +277,46 @@ def test_each_task_trains_with_its_loss_and_validates_with_its_metric(tmp_path, 
     assert set(TASKS[task].metrics) <= set(metrics) and "score" in metrics and "loss" in metrics
     if task == "MNLI":
         assert "mm_accuracy" in metrics
+
+
+def test_a_test_file_must_be_complete_and_is_never_truncated(tmp_path, capsys):
+    directory = write_glue(tmp_path, "SST-2")
+    checkpoint = _train(directory, tmp_path / "run")
+    capsys.readouterr()
+    argv = ["eval", "--path", str(checkpoint), "--split", "test", "--predictions-dir", str(tmp_path / "out")]
+    assert main([*argv, "--max-valid-steps", "1"]) == 2
+    assert "needs every row" in capsys.readouterr().err
+    with open(directory / "test.tsv", "a") as f:
+        f.write("99\ttoo\tmany\tfields\n")
+    assert main(argv) == 2
+    assert "line 12 has 4 fields" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_mnli_trains_with_only_dev_matched(tmp_path, capsys):
+    directory = write_glue(tmp_path, "MNLI")
+    (directory / "dev_mismatched.tsv").unlink()
+    _train(directory, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "20 dev examples" in out and "mm_accuracy" not in out
+
+
+def test_a_classifier_saved_before_tasks_were_recorded_resumes(tmp_path, capsys):
+    import torch
+
+    directory = write_glue(tmp_path, "SST-2")
+    save_dir = tmp_path / "run"
+    checkpoint = _train(directory, save_dir)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.pop("glue_task"), config.pop("regression_range")
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
+    state.pop("best_metric")
+    state["best_valid_loss"] = 0.45  # a loss, as old runs stored it
+    torch.save(state, checkpoint / "trainer_state.pt")
+    capsys.readouterr()
+    assert main(["train", "--task", "classification", "--data", str(directory), "--save-dir", str(save_dir), *TINY,
+                 "--max-update", "9"]) == 0
+    assert "resuming at update 6" in capsys.readouterr().out
+    resumed = torch.load(save_dir / "checkpoint_last" / "trainer_state.pt", weights_only=True)
+    assert resumed["best_metric"] == "score" and resumed["best_valid_loss"] > 1  # a score now, not the old loss
+    assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["glue_task"] == "SST-2"

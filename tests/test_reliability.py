@@ -199,3 +199,9 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_training(corpus_dir
     err = capsys.readouterr().err
     assert "--batch-size 1000000: one update of 1000000 x 16 tokens would need about" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_multi_process_launch_is_refused_rather_than_racing_for_the_save_dir(corpus_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(_train(corpus_dir, tmp_path / "run", "--max-update", "3")) == 2
+    assert "WORLD_SIZE is '2'" in capsys.readouterr().err and not (tmp_path / "run").exists()

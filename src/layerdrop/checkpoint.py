@@ -109,7 +109,7 @@ class CheckpointWriteError(UserError):
 
 
 def _write_failure(target: Path, error: BaseException) -> CheckpointWriteError:
-    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0][:200]
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else (str(error).splitlines() or [type(error).__name__])[0][:200]
     try:
         free = f"; {shutil.disk_usage(target.parent).free / 2**20:,.0f} MB free there"
     except OSError:
@@ -200,7 +200,7 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _read_json(path: Path, flag: str) -> dict[str, Any]:
+def read_json(path: Path, flag: str) -> dict[str, Any]:
     try:
         data = json.loads(_read_text(path, flag), parse_constant=_no_constants)
     except (json.JSONDecodeError, ValueError, RecursionError) as error:
@@ -229,7 +229,7 @@ def load_checkpoint(
     missing = [name for name in (WEIGHTS, CONFIG, TOKENIZER) if not (path / name).is_file()]
     if missing:
         raise UserError(f"{flag}: {str(path)!r} is not a complete checkpoint: missing {', '.join(missing)}")
-    config_json = _read_json(path / CONFIG, flag)
+    config_json = read_json(path / CONFIG, flag)
     model_type = config_json.pop("model_type", None)
     if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise UserError(f"{flag}: {path / CONFIG} holds model type {shorten(model_type)}; valid: {', '.join(MODEL_TYPES)}")
@@ -264,7 +264,7 @@ def load_checkpoint(
     trainer_state = None
     if with_trainer_state and (path / TRAINER_STATE).is_file():
         trainer_state = _load_trainer_state(path / TRAINER_STATE, flag)
-    run = _read_json(path / RUN, flag) if (path / RUN).is_file() else None
+    run = read_json(path / RUN, flag) if (path / RUN).is_file() else None
     tokenizer = load_tokenizer(path / TOKENIZER)
     if len(tokenizer) > config.vocab_size:
         raise UserError(f"{flag}: {path / TOKENIZER} has {len(tokenizer):,} tokens but {CONFIG} says vocab_size "
@@ -356,4 +356,4 @@ def load_model(
     return model, ckpt
 
 
-__all__ = ["Checkpoint", "CheckpointWriteError", "build_model", "check_free_space", "load_checkpoint", "load_model", "parse_overrides", "physical_memory", "publish_copy", "recover_dir", "remove_stale_temporaries", "replace_dir", "save_checkpoint"]
+__all__ = ["Checkpoint", "CheckpointWriteError", "build_model", "check_free_space", "load_checkpoint", "load_model", "parse_overrides", "physical_memory", "publish_copy", "read_json", "recover_dir", "remove_stale_temporaries", "replace_dir", "save_checkpoint"]

@@ -61,6 +61,10 @@ def keep_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world != "1":  # under torchrun every rank would train alone and race for the save dir
+        raise UserError(f"torchrun: WORLD_SIZE is {shorten(world)}, but layerdrop train runs in one process for now; "
+                        "valid: run it directly, or with --nproc-per-node 1")
     run = TrainConfig(**given(args, TrainConfig))
     run.validate()
     config_class = MODEL_CONFIGS[run.task]
@@ -146,6 +150,10 @@ def _eval_glue(args: argparse.Namespace, model, ckpt, data: str | None) -> int:
     if model.cfg.glue_task and glue.name != model.cfg.glue_task:
         raise UserError(f"--glue-task/--data: {glue.name} files, but the model was fine-tuned on {model.cfg.glue_task}; "
                         f"valid: {model.cfg.glue_task} data")
+    model.cfg.glue_task = glue.name  # a checkpoint from before tasks were recorded: score it by this task's metric
+    if args.max_valid_steps is not None and args.split.startswith("test"):
+        raise UserError(f"--max-valid-steps: the {args.split} split is written as a GLUE submission, which needs every row; "
+                        "valid: omit --max-valid-steps")
     names = metric_names(model.cfg)
     header = ["checkpoint", "file", "layers", *names, "loss", "examples", "examples/s"]
     rows, results = [], {}
@@ -180,12 +188,14 @@ def _write_predictions(path: Path, ids: list[str], predictions: list, config) ->
         values = [f"{p:.3f}" for p in predictions]
     else:
         values = [config.label_names[p] for p in predictions]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
         os.replace(tmp, path)
     except OSError as error:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
         raise UserError(f"--predictions-dir: cannot write {path} ({error.strerror})") from None
     return path
 

@@ -43,6 +43,11 @@ class SaveDirLock:
             self._fd = None
             raise UserError(f"{self.flag}: {str(self.save_dir)!r} is in use by another training run ({owner}); "
                             "valid: wait for it to finish, stop it, or use another --save-dir") from None
+        except OSError as error:  # a filesystem without flock (some NFS, Lustre, FUSE mounts)
+            os.close(self._fd)
+            self._fd = None
+            raise UserError(f"{self.flag}: cannot lock {str(self.path)!r} ({error.strerror}); the filesystem does not "
+                            "support flock; valid: a --save-dir on a local filesystem") from None
         self.stale_owner = self._read_owner() or None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)

@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from layerdrop.checkpoint import (
-    TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, recover_dir, remove_stale_temporaries,
-    save_checkpoint,
+    RUN, TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, recover_dir, remove_stale_temporaries,
+    read_json, save_checkpoint,
 )
 from layerdrop.config import check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
@@ -162,7 +162,7 @@ def _resume_source(run: TrainConfig) -> tuple[Path | None, str]:
         raise UserError(f"--save-dir: {last} is a file, not a checkpoint directory; valid: move it away (to start afresh) "
                         "or put the checkpoint directory back (to resume)")
     if last.is_dir():
-        stored = json.loads((last / "run.json").read_text()).get("restore_file") if (last / "run.json").is_file() else None
+        stored = read_json(last / RUN, "--save-dir").get("restore_file") if (last / RUN).is_file() else None
         if run.restore_file is not None and stored != _resolved(run.restore_file):
             raise UserError(
                 f"--restore-file: got {run.restore_file!r}, but {last} exists and was started from {stored!r}; "
@@ -310,7 +310,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         model = build_model(task.new_config(model_args, tokenizer), None, task.model_type, "model flags", log)
     model.train()
     config = model.cfg
-    _check_step_fits_memory(config, run.batch_size)
+    if run.task in ("lm", "masked_lm"):  # fixed-length batches; classification pads to each batch's longest row
+        _check_step_fits_memory(config, run.batch_size)
     data_summary = task.prepare(tokenizer, config)
 
     optimizer = make_optimizer(model, run.lr, run.weight_decay, parse_betas(run.adam_betas))
@@ -322,6 +323,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             raise UserError(f"{flag} {source}: its optimizer state does not fit the model ({error})") from None
         start_update = int(trainer_state["update"])
         best_valid = trainer_state.get("best_valid_loss")  # of the selection metric, despite the name (kept for old checkpoints)
+        if trainer_state.get("best_metric", "loss") != getattr(task, "selection", ("loss", False))[0]:
+            best_valid = None  # stored for another metric (a run from before GLUE scores): the next validation decides
         log(f"| resuming at update {start_update}")
 
     log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
@@ -366,7 +369,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     _truncate_log(log_path, start_update)
     run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
-    last_saved = start_update if trainer_state is not None else None
+    last_saved = start_update if trainer_state is not None and flag == "--save-dir" else None
 
     def diverged(update: int, what: str) -> Diverged:
         kept = (f"{save_dir / 'checkpoint_last'} still holds update {last_saved}, the last finite state saved"
@@ -387,7 +390,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             valid_score > best_valid if higher_is_better else valid_score < best_valid))
         if is_best:
             best_valid = valid_score
-        state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid}
+        state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid, "best_metric": best_metric}
         written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_score is not None:
             publish_copy(written, save_dir / f"checkpoint_{update}")

@@ -3,7 +3,8 @@
 Each task's layout (header or none, text and label columns, dev and test files) is a ``GlueTask``
 value. The task is detected from the train file's header (or its absence: CoLA), or named with
 ``--glue-task``. A byte-order mark (MRPC's files start with one) never reaches a column name. Rows
-with the wrong number of fields or an unreadable label (QQP has some) are skipped and counted.
+with the wrong number of fields or a label outside the task's set (QQP has some) are skipped and counted;
+a test file must be complete (its predictions are submitted as a whole).
 
 Split names are the ones GLUE users type: ``dev`` (= ``valid``), and for MNLI ``dev_matched`` and
 ``dev_mismatched``; ``test`` files have no labels, so they are for predictions only.
@@ -32,25 +33,27 @@ class GlueTask:
     submission: tuple[str, ...] = ()  # the file name the GLUE server expects, per test file
     test_text: tuple[str, ...] | None = None  # test columns, when they differ from train's
     test_index: str = "index"
-    labels: frozenset[str] | None = field(default=None, compare=False)  # tells apart tasks with one layout
+    labels: frozenset[str] | None = field(default=None, compare=False)  # the valid labels (None: regression)
 
     @property
     def has_header(self) -> bool:
         return isinstance(self.label, str)
 
 
+BINARY, ENTAILMENT = frozenset({"0", "1"}), frozenset({"entailment", "not_entailment"})
 TASKS = {task.name: task for task in (
-    GlueTask("CoLA", (3,), 1, ("mcc",), submission=("CoLA.tsv",), test_text=("sentence",)),
-    GlueTask("SST-2", ("sentence",), "label", submission=("SST-2.tsv",)),
-    GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), submission=("MRPC.tsv",)),
+    GlueTask("CoLA", (3,), 1, ("mcc",), submission=("CoLA.tsv",), test_text=("sentence",), labels=BINARY),
+    GlueTask("SST-2", ("sentence",), "label", submission=("SST-2.tsv",), labels=BINARY),
+    GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", ("accuracy", "f1"), submission=("MRPC.tsv",), labels=BINARY),
     GlueTask("STS-B", ("sentence1", "sentence2"), "score", ("pearson", "spearman"), regression=True, submission=("STS-B.tsv",)),
-    GlueTask("QQP", ("question1", "question2"), "is_duplicate", ("accuracy", "f1"), submission=("QQP.tsv",), test_index="id"),
+    GlueTask("QQP", ("question1", "question2"), "is_duplicate", ("accuracy", "f1"), submission=("QQP.tsv",), test_index="id",
+             labels=BINARY),
     GlueTask("MNLI", ("sentence1", "sentence2"), "gold_label", dev=("dev_matched.tsv", "dev_mismatched.tsv"),
-             test=("test_matched.tsv", "test_mismatched.tsv"), submission=("MNLI-m.tsv", "MNLI-mm.tsv")),
-    GlueTask("QNLI", ("question", "sentence"), "label", submission=("QNLI.tsv",)),
-    GlueTask("RTE", ("sentence1", "sentence2"), "label", submission=("RTE.tsv",),
-             labels=frozenset({"entailment", "not_entailment"})),
-    GlueTask("WNLI", ("sentence1", "sentence2"), "label", submission=("WNLI.tsv",), labels=frozenset({"0", "1"})),
+             test=("test_matched.tsv", "test_mismatched.tsv"), submission=("MNLI-m.tsv", "MNLI-mm.tsv"),
+             labels=frozenset({"entailment", "neutral", "contradiction"})),
+    GlueTask("QNLI", ("question", "sentence"), "label", submission=("QNLI.tsv",), labels=ENTAILMENT),
+    GlueTask("RTE", ("sentence1", "sentence2"), "label", submission=("RTE.tsv",), labels=ENTAILMENT),
+    GlueTask("WNLI", ("sentence1", "sentence2"), "label", submission=("WNLI.tsv",), labels=BINARY),
 )}
 # What users type for a split, and the canonical name.
 SPLIT_ALIASES = {"train": "train", "valid": "dev", "dev": "dev", "dev_matched": "dev_matched",
@@ -131,6 +134,9 @@ def read_examples(path: Path, task: GlueTask, labelled: bool = True) -> Examples
     texts, labels, ids, skipped = [], [], [], []
     for number, row in enumerate(body, start=first_line):
         if len(row) != width:
+            if not labelled:  # a prediction file must cover every test row, or the GLUE server refuses it
+                raise UserError(f"--data: {path} line {number} has {len(row)} fields, the header has {width}; every test "
+                                "row needs a prediction, so the file must be complete")
             skipped.append(number)
             continue
         if labelled:
@@ -144,7 +150,7 @@ def read_examples(path: Path, task: GlueTask, labelled: bool = True) -> Examples
                     skipped.append(number)
                     continue
                 labels.append(value)
-            elif not label:
+            elif label not in task.labels:  # empty, or a stray value that would become an extra class
                 skipped.append(number)
                 continue
             else:
@@ -153,8 +159,9 @@ def read_examples(path: Path, task: GlueTask, labelled: bool = True) -> Examples
             ids.append(row[index_at] if index_at is not None else str(len(ids)))
         texts.append(tuple(row[i] for i in text_at))
     if not texts:
+        labels_valid = f" (labels {', '.join(sorted(task.labels))})" if labelled and task.labels else ""
         raise UserError(f"--data: {path} has no readable {task.name} rows ({len(skipped)} malformed); valid: the file as "
-                        "GLUE distributes it")
+                        f"GLUE distributes it{labels_valid}")
     return Examples(texts, labels if labelled else None, ids, skipped, path)
 
 
@@ -189,7 +196,8 @@ def split_files(task: GlueTask, split: str) -> list[str]:
     if not which:
         return list(files)
     if len(files) == 1:
-        raise UserError(f"--split: got {split!r}, but {task.name} has one {kind} file; valid: {kind} (or valid)")
+        raise UserError(f"--split: got {split!r}, but {task.name} has one {kind} file; valid: {kind}"
+                        + (" (or valid)" if kind == "dev" else ""))
     return [files[0] if which == "matched" else files[1]]
 
 

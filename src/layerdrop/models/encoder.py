@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
+from layerdrop.data.glue import TASKS as GLUE_TASKS
 from layerdrop.errors import UserError
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 from layerdrop.pruning.units import EncoderUnits, pending_pruning
@@ -66,10 +67,16 @@ class TransformerEncoderConfig(EncoderUnits):
                                    "encoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.encoder_embed_dim, self.encoder_attention_heads, "encoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
-        if self.regression_range is not None and (self.num_classes != 1 or len(self.regression_range) != 2
-                                                  or not self.regression_range[0] <= self.regression_range[1]):
-            raise UserError(f"regression_range: got {shorten(self.regression_range)} with num_classes {self.num_classes}; "
-                            "valid: [low, high] with one output")
+        if self.regression_range is not None:
+            if self.num_classes != 1 or self.label_names is not None or len(self.regression_range) != 2 \
+                    or not self.regression_range[0] <= self.regression_range[1]:
+                raise UserError(f"regression_range: got {shorten(self.regression_range)} with num_classes {self.num_classes}; "
+                                "valid: [low, high] with one output and no label names")
+        elif self.num_classes and (self.label_names is None or len(self.label_names) != self.num_classes):
+            raise UserError(f"label_names: got {shorten(self.label_names)} for num_classes {self.num_classes}; valid: one name "
+                            "per class")
+        if self.glue_task is not None and self.glue_task not in GLUE_TASKS:
+            raise UserError(f"glue_task: got {shorten(self.glue_task)}; valid: {', '.join(GLUE_TASKS)}")
 
 
 class MaskedLMHead(nn.Module):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from layerdrop.data.batching import EpochSampler, pad_batch
-from layerdrop.data.glue import TASKS, Examples, GlueTask, check_directory, load_glue, resolve_task
+from layerdrop.data.glue import TASKS, Examples, GlueTask, check_directory, load_glue, read_examples, resolve_task
 from layerdrop.data.tokenizers import BPETokenizer, require_bpe
 from layerdrop.config import shorten
 from layerdrop.errors import UserError
@@ -71,7 +71,8 @@ def label_ids(config: TransformerEncoderConfig, examples: Examples, source: str)
     index = {name: i for i, name in enumerate(config.label_names)}
     unknown = sorted(set(examples.labels) - set(index))
     if unknown:
-        raise UserError(f"--data: {source} has labels {shorten(unknown)} that the model does not know ({config.label_names})")
+        raise UserError(f"--data: {source} has labels {shorten(unknown)} that the model does not know "
+                        f"({shorten(config.label_names)})")
     return [index[label] for label in examples.labels]
 
 
@@ -112,11 +113,13 @@ class ClassificationTask:
     def adapt_checkpoint(self, config: TransformerEncoderConfig, state_dict: dict[str, torch.Tensor]):
         """A masked-LM checkpoint gets a fresh head for this task (classes, or one output for regression)."""
         fields = self.head_fields()
-        if all(getattr(config, k) == v for k, v in fields.items() if k != "regression_range") and (
-                (config.regression_range is None) == (fields["regression_range"] is None)):
-            return config, state_dict, False
+        same_head = (config.num_classes == fields["num_classes"] and config.label_names == fields["label_names"]
+                     and (config.regression_range is None) == (fields["regression_range"] is None))
+        if same_head and config.glue_task in (None, self.glue.name):
+            # A checkpoint from before the task was recorded keeps its head and learns which task it is.
+            return dataclasses.replace(config, glue_task=self.glue.name), state_dict, False
         if config.num_classes:
-            raise UserError(f"--restore-file: the checkpoint's head is for {config.glue_task or 'other'} labels "
+            raise UserError(f"--restore-file/--save-dir: the checkpoint's head is for {config.glue_task or 'other'} labels "
                             f"{config.label_names}; this data is {self.glue.name} with {self.label_names or 'scores'}; "
                             "valid: a masked-LM checkpoint or one fine-tuned on the same task")
         config = dataclasses.replace(config, **fields)
@@ -136,11 +139,10 @@ class ClassificationTask:
                             "(room for <s>, the separators and one token of text)")
         self.valid = []
         present = [name for name in self.glue.dev if (self.directory / name).is_file()]
-        if present:  # a broken dev file is an error, not "no dev"
-            for examples in load_glue(self.directory, "dev", self.glue.name):
-                report_skipped(examples, self.log)
-                self.valid.append((encode_examples(tokenizer, examples, config),
-                                   label_ids(config, examples, examples.file.name)))
+        for name in present:  # a broken dev file is an error, not "no dev"; MNLI may have only dev_matched
+            examples = read_examples(self.directory / name, self.glue)
+            report_skipped(examples, self.log)
+            self.valid.append((encode_examples(tokenizer, examples, config), label_ids(config, examples, examples.file.name)))
         kind = f"scores {config.regression_range}" if config.regression_range else f"labels {config.label_names}"
         summary = f"{self.run.data}: {self.glue.name}, {len(self.train_ids):,} train examples, {kind}"
         return summary + (f", {' + '.join(f'{len(v[0]):,}' for v in self.valid)} dev examples" if self.valid
