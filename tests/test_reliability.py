@@ -205,3 +205,25 @@ def test_a_multi_process_launch_is_refused_rather_than_racing_for_the_save_dir(c
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(_train(corpus_dir, tmp_path / "run", "--max-update", "3")) == 2
     assert "WORLD_SIZE is '2'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_after_reset_optimizer_rotation_removes_the_oldest_checkpoints_not_the_new_ones(corpus_dir, tmp_path, capsys):
+    save_dir = tmp_path / "run"
+    first = ["train", "--data", str(corpus_dir), "--save-dir", str(save_dir), *TINY_TRAIN, "--keep-interval-updates", "2",
+             "--validate-interval-updates", "4"]
+    assert main([*first, "--max-update", "8"]) == 0
+    (save_dir / "checkpoint_last" / "trainer_state.pt").unlink()
+    assert main([*first, "--max-update", "3", "--reset-optimizer"]) == 0  # the count restarts: checkpoint_3 is newest
+    assert sorted(p.name for p in save_dir.glob("checkpoint_[0-9]*")) == ["checkpoint_3", "checkpoint_8"]
+
+
+def test_a_reader_never_renames_a_half_swapped_checkpoint(corpus_dir, tmp_path, capsys):
+    save_dir = tmp_path / "run"
+    assert main(_train(corpus_dir, save_dir, "--max-update", "5")) == 0
+    last = save_dir / "checkpoint_last"
+    last.rename(save_dir / "checkpoint_last.old")  # a save cut short between its two renames
+    capsys.readouterr()
+    assert main(["eval", "--path", str(last), "--max-valid-steps", "1"]) == 0
+    assert not last.exists() and (save_dir / "checkpoint_last.old").is_dir()  # only the owning training renames it back
+    assert main(_train(corpus_dir, save_dir, "--max-update", "6")) == 0
+    assert "resuming at update 5" in capsys.readouterr().out and last.is_dir()

@@ -222,7 +222,11 @@ def load_checkpoint(
     """Read and check a checkpoint directory. ``overrides`` (from --model-overrides) and ``flag_overrides``
     (from flags such as --decoder-layers-to-keep) replace stored config values before building."""
     path = Path(path)
-    recover_dir(path)
+    aside = path.with_name(path.name + ".old")
+    if not path.is_dir() and aside.is_dir():
+        # A save was cut short between its two renames. Only the training that owns the directory (holding its
+        # lock) may rename it back; a reader takes the previous checkpoint where it is.
+        path = aside
     if not path.is_dir():
         hint = " (a file; valid: a checkpoint directory)" if path.exists() else " does not exist"
         raise UserError(f"{flag}: {str(path)!r}{hint}; valid: a directory holding {WEIGHTS} and {CONFIG}")

@@ -204,9 +204,11 @@ def _truncate_log(path: Path, update: int) -> None:
 
 
 def _prune_old_checkpoints(save_dir: Path, keep: int) -> None:
+    # Oldest written first, not lowest number: after --reset-optimizer restarts the count, the new checkpoint_250
+    # must not be the one removed while an earlier run's checkpoint_1000 stays.
     numbered = sorted(
         (p for p in save_dir.iterdir() if p.is_dir() and re.fullmatch(r"checkpoint_\d+", p.name)),
-        key=lambda p: int(p.name.split("_")[1]),
+        key=lambda p: (p.stat().st_mtime_ns, int(p.name.split("_")[1])),
     )
     for old in numbered[: max(0, len(numbered) - keep)]:
         shutil.rmtree(old)
