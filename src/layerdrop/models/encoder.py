@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerdrop.models.options import EmbeddingOptions
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
 from layerdrop.data.glue import TASKS as GLUE_TASKS
 from layerdrop.errors import UserError
@@ -24,7 +25,7 @@ MODEL_TYPE = "transformer_encoder"
 
 
 @dataclass
-class TransformerEncoderConfig(EncoderUnits):
+class TransformerEncoderConfig(EncoderUnits, EmbeddingOptions):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
@@ -38,12 +39,6 @@ class TransformerEncoderConfig(EncoderUnits):
     encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
     encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
-    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
-                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
-    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
-                                              "fairseq's --layernorm-embedding")
-    scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
-                                          "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     num_classes: int = option(0, "classes of the classification head (0: masked LM only; set from the data)", cli=False)
     label_names: list[str] | None = option(None, "the class labels, in id order", cli=False)
     regression_range: list[float] | None = option(None, "regression head (STS-B): the label range predictions are clipped to",

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerdrop.models.options import EmbeddingOptions
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
@@ -28,7 +29,7 @@ MODEL_TYPE = "transformer_lm"
 
 
 @dataclass
-class TransformerLMConfig(DecoderUnits):
+class TransformerLMConfig(DecoderUnits, EmbeddingOptions):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     decoder_layers: int = option(6, "number of decoder layers")
     decoder_embed_dim: int = option(256, "model width")
@@ -47,12 +48,6 @@ class TransformerLMConfig(DecoderUnits):
         "sorted by frequency, as --tokenizer word's are)")
     adaptive_softmax_factor: float = option(4.0, "adaptive softmax: each tail cluster's width is the previous one's / this")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
-    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
-                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
-    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
-                                              "fairseq's --layernorm-embedding")
-    scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
-                                          "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     decoder_kept_layers: list[int] | None = option(None, "original indices of the layers of a pruned model", cli=False)
 
     # Fields that fix parameter shapes: a resumed run must keep them.

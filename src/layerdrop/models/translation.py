@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from layerdrop.models.options import EmbeddingOptions
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
@@ -24,7 +25,7 @@ MODEL_TYPE = "transformer_translation"
 
 
 @dataclass
-class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
+class TransformerTranslationConfig(EncoderUnits, DecoderUnits, EmbeddingOptions):
     vocab_size: int = option(0, "joint vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
@@ -47,12 +48,6 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits):
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
     share_all_embeddings: bool = option(True, "one embedding matrix for source, target and output (joint vocabulary)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
-    scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
-                                              "does; --no-scale-residual-init: N(0, 0.02) like every other matrix")
-    layernorm_embedding: bool = option(False, "LayerNorm on the embeddings (token + position) before the first layer, as BART and "
-                                              "fairseq's --layernorm-embedding")
-    scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
-                                          "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
     pad_id: int = option(0, "padding token id", cli=False)
     bos_id: int = option(1, "beginning-of-sentence token id", cli=False)
     eos_id: int = option(2, "end-of-sentence token id", cli=False)
