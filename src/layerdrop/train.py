@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from layerdrop.checkpoint import (
-    RUN, TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, recover_dir, remove_stale_temporaries,
-    read_json, save_checkpoint,
+    RUN, TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, read_json,
+    recover_dir, remove_stale_temporaries, save_checkpoint,
 )
 from layerdrop.config import check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
@@ -316,6 +316,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         _check_step_fits_memory(config, run.batch_size)
     data_summary = task.prepare(tokenizer, config)
 
+    # The best checkpoint is chosen by the task's metric: the loss, or for GLUE the task's official score.
+    best_metric, higher_is_better = getattr(task, "selection", ("loss", False))
     optimizer = make_optimizer(model, run.lr, run.weight_decay, parse_betas(run.adam_betas))
     start_update, best_valid = 0, None
     if trainer_state is not None:
@@ -325,7 +327,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             raise UserError(f"{flag} {source}: its optimizer state does not fit the model ({error})") from None
         start_update = int(trainer_state["update"])
         best_valid = trainer_state.get("best_valid_loss")  # of the selection metric, despite the name (kept for old checkpoints)
-        if trainer_state.get("best_metric", "loss") != getattr(task, "selection", ("loss", False))[0]:
+        if trainer_state.get("best_metric", "loss") != best_metric:
             best_valid = None  # stored for another metric (a run from before GLUE scores): the next validation decides
         log(f"| resuming at update {start_update}")
 
@@ -380,9 +382,6 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         return Diverged(f"update {update}: {what}; training stopped before the optimizer step, and {kept}. Likely cause: "
                         f"the learning rate is too high for this model (--lr {run.lr:g}, {lr:.3g} at this update); "
                         f"valid: {remedies}")
-
-    # The best checkpoint is chosen by the task's metric: the loss, or for GLUE the task's official score.
-    best_metric, higher_is_better = getattr(task, "selection", ("loss", False))
 
     def save(update: int, valid_score: float | None) -> None:
         nonlocal best_valid, last_saved
