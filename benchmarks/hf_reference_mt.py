@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from layerdrop.nn.layerdrop import derive_seed
+from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer
 from layerdrop.tasks.translation import TranslationTask
 from layerdrop.train import TrainConfig

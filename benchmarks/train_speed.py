@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from layerdrop.models import TransformerLM, TransformerLMConfig
-from layerdrop.nn.layerdrop import set_layerdrop_step
+from layerdrop.nn.drop_plan import kept_layers
+from layerdrop.nn.structured import SKIPPED
 
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 CONFIG = dict(vocab_size=66, decoder_layers=12, decoder_embed_dim=256, decoder_ffn_embed_dim=1024,
@@ -36,22 +37,22 @@ def make_trainer(mode):
     torch.manual_seed(0)
     p = mode if isinstance(mode, float) else 0.0
     model = TransformerLM(TransformerLMConfig(**CONFIG, decoder_layerdrop=p)).train()
-    if mode == NO_LAYERS:
-        model.layers.sample_kept = lambda: []  # every layer skipped: the cost of everything else
-        model.layers.set_drop_rates(0.5)  # any non-zero rate routes iteration through sample_kept
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     tokens = torch.randint(0, CONFIG["vocab_size"], (BATCH, CONFIG["tokens_per_sample"] + 1),
                            generator=torch.Generator().manual_seed(0))
     state = {"update": 0}
 
     def step() -> int:
-        set_layerdrop_step(model, state["update"], seed=1)
+        if mode == NO_LAYERS:  # every layer skipped: the cost of everything else
+            plan = {"decoder": (SKIPPED,) * len(model.layers)}
+        else:
+            plan = {"decoder": model.decoder.drop_plan(1, state["update"])}
         state["update"] += 1
-        _, loss = model(tokens[:, :-1], tokens[:, 1:])
+        _, loss = model(tokens[:, :-1], tokens[:, 1:], plan=plan)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return len(model.layers.last_kept)
+        return len(kept_layers(plan["decoder"]))
 
     return step
 

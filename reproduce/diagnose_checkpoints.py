@@ -134,20 +134,17 @@ def gradient_agreement(task: TranslationTask, model, p: float, batches: int = 6)
     """Mean cosines (dropout off): full vs sub-network on one batch, full vs full on two batches."""
     import random
 
-    from layerdrop.nn.layerdrop import set_layerdrop_step
+    from layerdrop.nn.drop_plan import draw_stack_plan
 
     def gradient(batch, drop: bool, update: int) -> torch.Tensor:
         model.zero_grad(set_to_none=True)
         layers = model.decoder.layers
-        saved = list(layers.drop_rates)
-        layers.set_drop_rates(p if drop else 0.0)
         model.train()
         for module in model.modules():  # LayerDrop only: no ordinary dropout in this comparison
             if isinstance(module, torch.nn.Dropout):
                 module.eval()
-        set_layerdrop_step(model, update, seed=7)
-        task.train_outputs(model, batch).loss.backward()
-        layers.set_drop_rates(saved)
+        plan = {"decoder": draw_stack_plan(7, update, "decoder", [p if drop else 0.0] * len(layers))}
+        task.train_outputs(model, batch, plan).loss.backward()
         model.eval()
         return torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).flatten() for q in model.parameters()])
 

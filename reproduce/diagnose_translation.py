@@ -124,7 +124,7 @@ def per_update_gap(layerdrop_dir: Path, baseline_dir: Path, p: float, seed: int)
 
     import torch
 
-    from layerdrop.nn.layerdrop import derive_seed
+    from layerdrop.seeding import derive_seed
 
     read = lambda d: [json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()]
     gaps: dict[str, list[float]] = defaultdict(list)

@@ -111,3 +111,31 @@ def test_unknown_override_key(checkpoint):
 def test_override_keep_list_prunes_at_load(checkpoint):
     model, _ = load_model(checkpoint, overrides={"decoder_layers_to_keep": "0,2,4"}, log=lambda _: None)
     assert len(model.layers) == 3
+
+
+def test_a_checkpoint_written_before_drop_plans_became_values_loads_evaluates_and_resumes(tmp_path):
+    """tests/data/lm_checkpoint_before_plans was written by the code before the rebuild (learned gates, p = 0.5)."""
+    import shutil
+    from pathlib import Path
+
+    from conftest import run_cli
+
+    source = Path(__file__).parent / "data" / "lm_checkpoint_before_plans"
+    expected = json.loads((source / "expected.json").read_text())["valid_loss_2_batches"]
+    stored = load_checkpoint(source)
+    assert stored.config.layerdrop_unit == "layer" and stored.config.layerdrop_schedule == "uniform"  # defaults filled in
+    for keep, key in ((None, "full"), ("0,2", "keep_0_2")):
+        out = tmp_path / f"{key}.json"
+        run_cli("eval", "--path", str(source), "--split", "valid", "--max-valid-steps", "2", "--json", str(out),
+                *(["--decoder-layers-to-keep", keep] if keep else []))
+        assert json.loads(out.read_text())["results"]["lm"]["loss"] == pytest.approx(expected[key], abs=1e-5)
+    save_dir = tmp_path / "resumed"
+    save_dir.mkdir()
+    shutil.copytree(source, save_dir / "checkpoint_last")
+    proc = run_cli("train", "--save-dir", str(save_dir), "--decoder-layers", "3", "--decoder-embed-dim", "16",
+                   "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2", "--tokens-per-sample", "16",
+                   "--max-update", "6", "--batch-size", "2", "--validate-interval-updates", "6", "--max-valid-steps", "1",
+                   "--decoder-layerdrop", "0.5", "--decoder-learned-gates", "--no-progress-bar")
+    assert "resuming at update 4" in proc.stdout
+    log = [json.loads(line) for line in (save_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in log] == [5, 6] and all(r["loss"] is not None for r in log)

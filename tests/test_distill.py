@@ -1,4 +1,4 @@
-"""In-place self-distillation (--layerdrop-distill), full_depth(), rate warmup and embedding scaling."""
+"""In-place self-distillation (--layerdrop-distill), rate warmup and embedding scaling."""
 
 import json
 import math
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from layerdrop.distill import distill_backward, distillation_loss
-from layerdrop.nn.layerdrop import full_depth, set_layerdrop_step
+from layerdrop.nn.drop_plan import kept_layers
+from layerdrop.nn.stack import model_drop_plan
 from layerdrop.nn.schedules import expected_skipped, layer_rates
 from layerdrop.tasks.language_modeling import LanguageModelingTask
 from layerdrop.train import TrainConfig, train
@@ -16,22 +17,6 @@ from conftest import TINY_TRAIN, run_cli, tiny_model
 
 MODEL = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
              tokens_per_sample=16, dropout=0.0, decoder_layerdrop=0.5)
-
-
-def test_full_depth_runs_every_layer_and_leaves_the_next_draw_unchanged():
-    model = tiny_model(decoder_layerdrop=0.5).train()
-    tokens = torch.randint(0, 50, (2, 8))
-    set_layerdrop_step(model, 3, seed=1)
-    model(tokens)
-    alone = model.decoder.layers.last_kept
-    assert len(alone) < 6  # this draw drops something, so the test can tell the passes apart
-    set_layerdrop_step(model, 3, seed=1)
-    with full_depth(model):
-        model(tokens)
-        assert model.decoder.layers.last_kept == list(range(6))
-    model(tokens)
-    assert model.decoder.layers.last_kept == alone
-    assert model.decoder.layers.run_all is False
 
 
 def test_distillation_loss_is_the_kl_to_a_detached_teacher():
@@ -56,25 +41,20 @@ def test_one_distilled_update_trains_every_layer_and_the_sub_network(corpus_dir)
     task.prepare(build_tokenizer("char", task.corpus.split("train")), model.cfg)
     batch = task.train_batch(torch.Generator().manual_seed(0), 0)
     for update in range(20):  # find an update whose draw drops a layer
-        set_layerdrop_step(model, update, seed=1)
-        with torch.no_grad():
-            model(batch[0])
-        if len(model.decoder.layers.last_kept) < 4:
+        plan = model_drop_plan(model, 1, update)
+        if len(kept_layers(plan["decoder"])) < 4:
             break
-    dropped = sorted(set(range(4)) - set(model.decoder.layers.last_kept))
-    set_layerdrop_step(model, update, seed=1)
-    full, kd = distill_backward(task, model, batch)
+    dropped = sorted(set(range(4)) - set(kept_layers(plan["decoder"])))
+    full, kd = distill_backward(task, model, batch, plan)
     assert math.isfinite(full.loss.item()) and kd > 0
     for index in range(4):  # the full-depth pass reaches every layer, dropped ones included
         assert all(p.grad is not None for p in model.decoder.layers[index].parameters())
     # The gradient of a dropped layer is exactly its full-depth label gradient: the sub-network skipped it.
     model.zero_grad(set_to_none=True)
-    with full_depth(model):
-        task.train_outputs(model, batch).loss.backward()
+    task.train_outputs(model, batch).loss.backward()
     label_only = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
-    set_layerdrop_step(model, update, seed=1)
-    distill_backward(task, model, batch)
+    distill_backward(task, model, batch, plan)
     for name, param in model.decoder.layers[dropped[0]].named_parameters():
         assert torch.allclose(param.grad, label_only[f"decoder.layers.{dropped[0]}.{name}"], atol=1e-6)
 
@@ -105,8 +85,8 @@ def test_rate_warmup_rises_linearly_then_holds():
 
 def test_the_trainer_warms_the_rate_up(corpus_dir, tmp_path):
     flags = dict(data=str(corpus_dir), max_update=12, batch_size=4, warmup_updates=2, no_progress_bar=True,
-                 max_valid_steps=2, layerdrop_warmup_updates=10**6)
-    train(TrainConfig(save_dir=str(tmp_path / "w"), **flags), {**MODEL, "decoder_layerdrop": 0.9})
+                 max_valid_steps=2)
+    train(TrainConfig(save_dir=str(tmp_path / "w"), **flags), {**MODEL, "decoder_layerdrop": 0.9, "layerdrop_warmup_updates": 10**6})
     layers = [json.loads(line)["layers"] for line in (tmp_path / "w" / "train_log.jsonl").read_text().splitlines()]
     assert layers == [4] * 12  # rates of at most 0.9 * 12 / 10**6: every layer runs
 

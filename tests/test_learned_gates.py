@@ -5,7 +5,8 @@ import torch
 
 from conftest import run_cli, tiny_model
 from layerdrop.nn.learned_gates import MAX_RATE, constrained_rates
-from layerdrop.nn.layerdrop import set_layerdrop_step
+from layerdrop.nn.drop_plan import kept_layers
+from layerdrop.nn.stack import model_drop_plan
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -31,12 +32,11 @@ def test_gates_get_gradients_and_leave_eval_alone():
     with torch.no_grad():
         before = model(tokens)[0]
     model.train()
-    set_layerdrop_step(model, 3, seed=1)
-    _, loss = model(tokens, tokens)
+    plan = model_drop_plan(model, 1, 3)
+    _, loss = model(tokens, tokens, plan=plan)
     loss.backward()
-    assert model.decoder.layers.last_rates.mean().item() == pytest.approx(0.5, abs=1e-6)
-    kept = model.decoder.layers.last_kept
-    assert kept and all(model.decoder.layers[i].gate.bias.grad is not None for i in range(6))
+    assert model.decoder.learned_rates().mean().item() == pytest.approx(0.5, abs=1e-6)
+    assert kept_layers(plan["decoder"]) and all(model.decoder.layers[i].gate.bias.grad is not None for i in range(6))
     model.eval()
     with torch.no_grad():  # the running activation means changed, the eval output did not (gates only set rates)
         torch.testing.assert_close(model(tokens)[0], before)
@@ -78,5 +78,5 @@ def test_gates_leave_no_graph_behind():
 
     model = tiny_model(decoder_learned_gates=True, decoder_layerdrop=0.5).train()
     tokens = torch.randint(0, 50, (2, 10))
-    model(tokens, tokens)[1].backward()
-    copy.deepcopy(model)  # a plan holding the graph would make this fail
+    model(tokens, tokens, plan=model_drop_plan(model, 1, 0))[1].backward()
+    copy.deepcopy(model)  # a module holding the gates' graph would make this fail

@@ -68,7 +68,8 @@ def test_the_trainer_applies_the_schedule(tmp_path, corpus_dir, capsys):
                  tokens_per_sample=16, decoder_layerdrop=0.9)
     train(TrainConfig(save_dir=str(tmp_path / "uniform"), **flags), model)
     # gamma so small the progressive rates stay near 0: every layer runs on every update.
-    train(TrainConfig(save_dir=str(tmp_path / "slow"), layerdrop_schedule="progressive", layerdrop_gamma=1e-9, **flags), model)
+    train(TrainConfig(save_dir=str(tmp_path / "slow"), **flags),
+          {**model, "layerdrop_schedule": "progressive", "layerdrop_gamma": 1e-9})
     assert min(_layers_run(tmp_path / "uniform")) < 4
     assert _layers_run(tmp_path / "slow") == [4] * 12
     out = capsys.readouterr().out

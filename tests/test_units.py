@@ -8,23 +8,19 @@ import torch
 from conftest import tiny_config, tiny_model
 from layerdrop.checkpoint import build_model, load_checkpoint
 from layerdrop.models import TransformerLM, TransformerTranslation, TransformerTranslationConfig, num_params
-from layerdrop.nn.structured import UNITS, DropPlan, sample_plans, skipped_share
+from layerdrop.nn.drop_plan import draw_stack_plan, kept_layers
+from layerdrop.nn.structured import UNITS, LayerPlan, sample_units, skipped_share
 from layerdrop.pruning import apply_layers_to_keep
 from layerdrop.pruning.units import prune_units
 
 TOKENS = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
-def _with_plans(model: TransformerLM, plans: list[DropPlan]) -> torch.Tensor:
+def _with_plans(model: TransformerLM, plans: list[LayerPlan]) -> torch.Tensor:
     """Logits of the full model with each layer running only what its plan says (dropout is 0)."""
-    stack = model.decoder
     model.train()
     with torch.no_grad():
-        x = stack.embed_tokens(TOKENS) + stack.embed_positions(torch.arange(TOKENS.shape[1]))
-        for layer, plan in zip(torch.nn.ModuleList.__iter__(stack.layers), plans):
-            layer.drop_plan = plan
-            x = layer(x)
-        logits = model.output_logits(stack.layer_norm(x))
+        logits = model(TOKENS, plan={"decoder": tuple(plans)})[0]
     model.eval()
     return logits
 
@@ -45,7 +41,7 @@ def test_pruning_heads_equals_running_only_those_heads():
     pruned = _pruned(model, heads_to_keep="0,2")
     assert num_params(pruned) < num_params(model)
     assert pruned.cfg.decoder_layer_heads == [2] * 6
-    torch.testing.assert_close(_logits(pruned), _with_plans(model, [DropPlan(heads=[0, 2])] * 6))
+    torch.testing.assert_close(_logits(pruned), _with_plans(model, [LayerPlan(heads=(0, 2))] * 6))
     # An independent reference: zero the output columns of the other heads in the full model.
     zeroed = tiny_model()
     head_dim = 32 // 4
@@ -62,7 +58,7 @@ def test_pruning_sublayers_equals_running_only_those_sublayers():
     assert pruned.cfg.decoder_layer_heads == [4, 0, 4, 0, 4, 0] and pruned.cfg.decoder_layer_ffn_dims == [0, 64, 0, 64, 0, 64]
     assert "decoder.layers.1.self_attn.qkv_proj.weight" not in pruned.state_dict()
     assert "decoder.layers.0.fc1.weight" not in pruned.state_dict()
-    plans = [DropPlan(attention=l % 2 == 0, ffn=l % 2 == 1) for l in range(6)]
+    plans = [LayerPlan(attention=l % 2 == 0, ffn=l % 2 == 1) for l in range(6)]
     torch.testing.assert_close(_logits(pruned), _with_plans(model, plans))
     assert num_params(pruned) < 0.75 * num_params(model) + 50 * 32 * 2
 
@@ -71,7 +67,7 @@ def test_pruning_ffn_halves_equals_running_only_that_half():
     model = tiny_model()
     pruned = _pruned(model, ffn_halves_to_keep="1")
     assert pruned.cfg.decoder_layer_ffn_dims == [32] * 6
-    torch.testing.assert_close(_logits(pruned), _with_plans(model, [DropPlan(ffn_halves=[1])] * 6))
+    torch.testing.assert_close(_logits(pruned), _with_plans(model, [LayerPlan(ffn_halves=(1,))] * 6))
 
 
 def test_units_then_layers_and_never_twice():
@@ -83,7 +79,7 @@ def test_units_then_layers_and_never_twice():
     assert config.decoder_layers == 3 and config.decoder_layer_heads == [2, 2, 2]
     assert config.decoder_pruned_units == {"heads_to_keep": [1, 3]} and config.decoder_heads_to_keep is None
     pruned = build_model(config, state, "transformer_lm", "test", log=lambda _: None).eval()
-    full_plans = [DropPlan(heads=[1, 3]) if l in (0, 2, 4) else DropPlan(attention=False, ffn=False) for l in range(6)]
+    full_plans = [LayerPlan(heads=(1, 3)) if l in (0, 2, 4) else LayerPlan(attention=False, ffn=False) for l in range(6)]
     torch.testing.assert_close(_logits(pruned), _with_plans(model, full_plans))
     # The same flags again (a pruned fine-tune rerun with its command) leave the checkpoint as it is.
     again = dataclasses.replace(config, decoder_heads_to_keep="1,3", decoder_layers_to_keep="0,2,4")
@@ -119,17 +115,9 @@ def test_translation_encoder_and_decoder_units():
 
 def test_head_and_layer_drops_the_layers_the_plain_list_drops():
     """The unit's first draws are the plain list's one-per-layer draws: same seed, same layers skipped."""
-    model = tiny_model(decoder_layerdrop=0.5)
-    layers = model.decoder.layers
-    layers.train()
     for step in range(6):
-        layers.set_step(step, seed=3)
-        expected = layers.sample_kept()
-        layers.set_step(step, seed=3)
-        layers.unit = "head+layer"
-        plans = layers.sample_plans()
-        layers.unit = "layer"
-        assert [i for i, plan in enumerate(plans) if plan is not None] == expected
+        expected = kept_layers(draw_stack_plan(3, step, "decoder", [0.5] * 6))
+        assert kept_layers(draw_stack_plan(3, step, "decoder", [0.5] * 6, "head+layer", [4] * 6)) == expected
 
 
 def test_generation_with_a_unit_pruned_model_matches_full_recompute():
@@ -178,8 +166,8 @@ def test_each_unit_drops_its_share(unit):
     kept_heads, kept_halves, layers_run, attention_run, ffn_run, draws = 0, 0, 0, 0, 0, 400
     for _ in range(draws):
         u = torch.rand(1, generator=generator).tolist()
-        (plan,) = sample_plans(unit, [0.5], [4], generator, u)
-        if plan is None:
+        (plan,) = sample_units(unit, [0.5], [4], generator, u)
+        if not plan.runs:
             continue
         layers_run += 1
         attention_run += plan.attention
@@ -202,9 +190,9 @@ def test_training_with_each_unit(tmp_path, corpus_dir, unit):
     from layerdrop.train import TrainConfig, train
 
     run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / unit), max_update=6, batch_size=4, warmup_updates=1,
-                      no_progress_bar=True, max_valid_steps=1, layerdrop_unit=unit)
+                      no_progress_bar=True, max_valid_steps=1)
     result = train(run, dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=4,
-                             tokens_per_sample=16, decoder_layerdrop=0.5), log=lambda _: None)
+                             tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_unit=unit), log=lambda _: None)
     assert result.update == 6 and result.train_loss == result.train_loss  # finite, not NaN
 
 
@@ -216,8 +204,8 @@ def test_printed_share_skipped_matches_the_draws(unit):
     generator = torch.Generator().manual_seed(1)
     total = 0.0
     for _ in range(draws):
-        (plan,) = sample_plans(unit, [p], [heads], generator, torch.rand(1, generator=generator).tolist())
-        if plan is None:
+        (plan,) = sample_units(unit, [p], [heads], generator, torch.rand(1, generator=generator).tolist())
+        if not plan.runs:
             total += 1.0
             continue
         attention_kept = (len(plan.heads) / heads if plan.heads is not None else 1.0) if plan.attention else 0.0

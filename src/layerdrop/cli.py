@@ -26,6 +26,7 @@ from layerdrop.models import (
     num_params,
 )
 from layerdrop.pruning import apply_layers_to_keep
+from layerdrop.distributed import close, world_from_env
 from layerdrop.train import TrainConfig, train
 
 MODEL_CONFIGS = {"lm": TransformerLMConfig, "masked_lm": TransformerEncoderConfig,
@@ -61,10 +62,6 @@ def keep_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    world = os.environ.get("WORLD_SIZE", "1")
-    if world != "1":  # under torchrun every rank would train alone and race for the save dir
-        raise UserError(f"torchrun: WORLD_SIZE is {shorten(world)}, but layerdrop train runs in one process for now; "
-                        "valid: run it directly, or with --nproc-per-node 1")
     run = TrainConfig(**given(args, TrainConfig))
     run.validate()
     config_class = MODEL_CONFIGS[run.task]
@@ -75,7 +72,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Model flags are checked now, before any data is read; the vocabulary is a stand-in until the tokenizer exists.
     check_field_types(config_class, model_args)
     config_class(**{**model_args, "vocab_size": MAX_SIZE}).validate()
-    result = train(run, model_args)
+    world = world_from_env()  # under torchrun: one data-parallel rank of WORLD_SIZE
+    try:
+        result = train(run, model_args, print if world.is_main else (lambda _: None), world)
+    finally:
+        close(world)
+    if not world.is_main:
+        return 0 if not result.stopped_by else 130
     valid = result.valid or {}
     best = "best valid" if result.best_metric == "loss" else f"best {result.best_metric}"
     extra = "valid ppl" if "ppl" in valid or result.best_metric == "loss" else f"valid {result.best_metric}"

@@ -10,6 +10,7 @@ from typing import Any
 # Sizes beyond these are typing mistakes, not models: refused before anything is allocated.
 MAX_LAYERS = 4096
 MAX_SIZE = 2**20
+MAX_UPDATES = 10**9
 
 
 def option(default: Any, help: str, cli: bool = True) -> Any:

@@ -14,12 +14,12 @@ held at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from layerdrop.nn.layerdrop import full_depth
 from layerdrop.tasks.outputs import TrainOutputs
 
 
@@ -31,13 +31,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                     log_target=True, reduction="batchmean")
 
 
-def distill_backward(task: Any, model: torch.nn.Module, batch: Any) -> tuple[TrainOutputs, float]:
-    """Backpropagate both passes of one update; returns the full-depth outputs and the distillation loss."""
-    with full_depth(model):
-        full = task.train_outputs(model, batch)
-    full.loss.backward()
+def distill_backward(task: Any, model: torch.nn.Module, batch: Any, plan: dict,
+                     weigh: Callable[[TrainOutputs], float] = lambda outputs: 1.0) -> tuple[TrainOutputs, float]:
+    """Backpropagate both passes of one update: the full depth (no plan) on the labels, then this update's
+    ``plan`` towards the full depth. Returns the full-depth outputs and the distillation loss. ``weigh``
+    gives the factor both losses are multiplied by before backward (a data-parallel rank's share of the
+    global batch, from the full-depth outputs)."""
+    full = task.train_outputs(model, batch)
+    weight = weigh(full)
+    (full.loss * weight).backward()
     teacher = full.logits.detach()
-    student = task.train_outputs(model, batch)
+    student = task.train_outputs(model, batch, plan)
     kd = distillation_loss(student.logits, teacher)
-    kd.backward()
+    (kd * weight).backward()
     return full, kd.item()

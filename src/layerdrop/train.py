@@ -10,6 +10,7 @@ What is trained on what data is the task's business (``layerdrop.tasks``); this 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -28,17 +29,15 @@ from layerdrop.checkpoint import (
     RUN, TRAINER_STATE, build_model, check_free_space, load_checkpoint, physical_memory, publish_copy, read_json,
     recover_dir, remove_stale_temporaries, save_checkpoint,
 )
-from layerdrop.config import check_finite, flag_name, option, shorten
+from layerdrop.config import MAX_UPDATES, check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
 from layerdrop.distill import distill_backward
+from layerdrop.distributed import World, average_buffers, average_gradients, barrier, shard, weigher
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
-from layerdrop.nn.layerdrop import derive_seed, layerdrop_lists, set_layerdrop_step
-from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates
-from layerdrop.nn.learned_gates import MAX_RATE
-from layerdrop.nn.structured import UNITS, skipped_share
-from layerdrop.pruning.units import layer_shapes
+from layerdrop.nn.stack import layers_run, model_drop_plan, stacks
+from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
 from layerdrop.run_lock import SaveDirLock
 from layerdrop.signals import StopSignal
@@ -47,7 +46,6 @@ from layerdrop.signals import StopSignal
 _BATCH_STREAM, _DROPOUT_STREAM = 1, 2
 LOG_FILE = "train_log.jsonl"
 TASK_NAMES = ("lm", "masked_lm", "classification", "translation")
-MAX_UPDATES = 10**9
 MAX_RATE_OR_DECAY = 1000.0
 # Integer flags and the largest value each may take (beyond it: a typing mistake that would exhaust memory).
 LIMITS = {"max_update": MAX_UPDATES, "batch_size": 2**20, "validate_interval_updates": MAX_UPDATES,
@@ -83,10 +81,6 @@ class TrainConfig:
     max_valid_steps: int | None = option(None, "at most this many validation batches per evaluation")
     keep_interval_updates: int = option(2, "keep the last N periodic checkpoints (plus _last and _best)")
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
-    layerdrop_schedule: str = option("uniform", f"how the LayerDrop rate p is spread: {', '.join(SCHEDULES)}")
-    layerdrop_gamma: float | None = option(None, "progressive schedule: ramp speed gamma (default: 5 / --max-update)")
-    layerdrop_unit: str = option("layer", f"what one LayerDrop draw removes: {', '.join(UNITS)}")
-    layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates (0: from update 0, the paper's rule)")
     layerdrop_distill: bool = option(False, "in-place self-distillation: each update trains the full depth on the labels and "
                                             "this update's LayerDrop sub-network towards the full depth's predictions")
     max_nonfinite_updates: int = option(1, "stop when this many updates in a row have a non-finite loss or gradient norm "
@@ -101,7 +95,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not 1 <= value <= cap:
                 raise UserError(f"{flag_name(name)}: got {shorten(value)}; valid: an integer from 1 to {cap:,}")
-        for name in ("warmup_updates", "keep_interval_updates", "layerdrop_warmup_updates"):
+        for name in ("warmup_updates", "keep_interval_updates"):
             if not 0 <= getattr(self, name) <= MAX_UPDATES:
                 raise UserError(f"{flag_name(name)}: got {shorten(getattr(self, name))}; valid: an integer from 0 to {MAX_UPDATES:,}")
         if not 0 <= self.seed < 2**63:
@@ -121,20 +115,6 @@ class TrainConfig:
             raise UserError(f"--max-valid-steps: got {self.max_valid_steps}; valid: a positive integer")
         parse_betas(self.adam_betas)
         parse_fractions(self.split_fractions)
-        if self.layerdrop_schedule not in SCHEDULES:
-            raise UserError(f"--layerdrop-schedule: got {self.layerdrop_schedule!r}; valid: {', '.join(SCHEDULES)}")
-        if self.layerdrop_unit not in UNITS:
-            raise UserError(f"--layerdrop-unit: got {self.layerdrop_unit!r}; valid: {', '.join(UNITS)}")
-        if self.layerdrop_gamma is not None and not 0 < self.layerdrop_gamma < math.inf:
-            raise UserError(f"--layerdrop-gamma: got {self.layerdrop_gamma}; valid: a finite number above 0")
-        if self.layerdrop_gamma is not None and self.layerdrop_schedule != "progressive":
-            raise UserError(f"--layerdrop-gamma: only the progressive schedule uses it; got --layerdrop-schedule "
-                            f"{self.layerdrop_schedule}")
-
-    @property
-    def gamma(self) -> float:
-        return self.layerdrop_gamma if self.layerdrop_gamma is not None else 5.0 / self.max_update
-
 
 @dataclass
 class TrainResult:
@@ -157,7 +137,6 @@ def _resume_source(run: TrainConfig) -> tuple[Path | None, str]:
     """fairseq's rule, made safe to rerun: an existing SAVE_DIR/checkpoint_last resumes the run (if it was
     started from the same --restore-file); otherwise --restore-file, if given, is where training starts."""
     last = Path(run.save_dir) / "checkpoint_last"
-    recover_dir(last)
     if last.exists() and not last.is_dir():
         raise UserError(f"--save-dir: {last} is a file, not a checkpoint directory; valid: move it away (to start afresh) "
                         "or put the checkpoint directory back (to resume)")
@@ -223,12 +202,37 @@ def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None
     """--layerdrop-distill needs a sub-network to distil into and logits to compare."""
     if not run.layerdrop_distill:
         return
-    if not any(getattr(config, f"{layers.name}_layerdrop", 0.0) for layers in layerdrop_lists(model)):
-        names = " or ".join(f"--{layers.name}-layerdrop" for layers in layerdrop_lists(model))
+    if not any(stack.layerdrop.active for stack in stacks(model)):
+        names = " or ".join(f"--{stack.name}-layerdrop" for stack in stacks(model))
         raise UserError(f"--layerdrop-distill: needs {names} above 0 (the rate of the sampled sub-network); got 0")
     if getattr(config, "adaptive_softmax_cutoff", None):
         raise UserError("--layerdrop-distill: does not work with --adaptive-softmax-cutoff (the adaptive softmax never forms "
                         "the full distribution to distil); valid: a full softmax")
+
+
+def with_default_gamma(config: Any, max_update: int) -> Any:
+    """The progressive schedule's ramp speed defaults to 5 / --max-update; the value is stored in config.json."""
+    if config.layerdrop_schedule == "progressive" and config.layerdrop_gamma is None:
+        return dataclasses.replace(config, layerdrop_gamma=5.0 / max_update)
+    return config
+
+
+def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool) -> list[str]:
+    """One line per stack with LayerDrop: its settings and the expected share of its computation skipped."""
+    lines = []
+    for stack in stacks(model):
+        drop = stack.layerdrop
+        if not drop.active:
+            continue
+        final = ", ".join(f"{r:.2f}" for r in drop.rates(len(stack.layers), max_update))
+        lines.append(
+            f"| LayerDrop {stack.name}: p={drop.p}{' (mean of learned per-layer rates)' if drop.learned_gates else ''}, "
+            f"unit {drop.unit}, {drop.schedule} schedule"
+            + (f" (rates by layer at the end: {final})" if drop.schedule != "uniform" else "")
+            + (f", rising from 0 over the first {drop.warmup} updates" if drop.warmup else "")
+            + (", with in-place distillation (the full depth also runs every update)" if distill else "")
+            + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
+    return lines
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -261,23 +265,34 @@ def _check_step_fits_memory(config: Any, batch_size: int) -> None:
                         "valid: a smaller --batch-size or --tokens-per-sample")
 
 
-def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None] = print) -> TrainResult:
+def train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None] = print,
+          world: World | None = None) -> TrainResult:
     """Train the task's model; ``model_args`` are the model flags the user gave (others keep defaults).
 
-    Holds SAVE_DIR's lock for the whole run, so a second run on the same directory is refused."""
+    Rank 0 (the only process without torchrun) holds SAVE_DIR's lock for the whole run, so a second run on
+    the same directory is refused; the other ranks neither write nor log."""
     run.validate()
+    world = world or World()
+    if not world.is_main:
+        return _train(run, model_args, lambda _: None, world)
     with SaveDirLock(Path(run.save_dir)):
-        return _train(run, model_args, log)
+        return _train(run, model_args, log, world)
 
 
-def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None]) -> TrainResult:
+def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], None], world: World) -> TrainResult:
     from layerdrop.tasks import TASKS
 
     save_dir = Path(run.save_dir)
-    stale = remove_stale_temporaries(save_dir)
-    if stale:
-        log(f"| removed {len(stale)} half-written checkpoint(s) left by an earlier run that was killed: "
-            + ", ".join(p.name for p in stale))
+    if world.is_main:  # only the rank holding the lock tidies up, and the others read after it has
+        stale = remove_stale_temporaries(save_dir)
+        if stale:
+            log(f"| removed {len(stale)} half-written checkpoint(s) left by an earlier run that was killed: "
+                + ", ".join(p.name for p in stale))
+        recover_dir(save_dir / "checkpoint_last")
+    barrier(world)
+    if world.parallel and run.batch_size < world.size:
+        raise UserError(f"--batch-size {run.batch_size}: the global batch is split over {world.size} processes; "
+                        f"valid: at least {world.size} (one row per process)")
     task = TASKS[run.task](run)
     torch.manual_seed(run.seed)
     source, flag = _resume_source(run)
@@ -286,7 +301,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         ckpt = load_checkpoint(source, flag, expected_type=task.model_type, with_trainer_state=True)
         log(f"| loading {source} ({'checkpoint_last in --save-dir' if flag == '--save-dir' else flag})")
         tokenizer = ckpt.tokenizer
-        config = _model_config_for_resume(ckpt.config, model_args, source)
+        config = with_default_gamma(_model_config_for_resume(ckpt.config, model_args, source), run.max_update)
         state_dict, adapted = ckpt.state_dict, False
         if hasattr(task, "adapt_checkpoint"):  # e.g. a masked-LM encoder gets a classification head
             config, state_dict, adapted = task.adapt_checkpoint(config, state_dict)
@@ -309,7 +324,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             trainer_state = ckpt.trainer_state
     else:
         tokenizer = task.build_tokenizer()
-        model = build_model(task.new_config(model_args, tokenizer), None, task.model_type, "model flags", log)
+        config = with_default_gamma(task.new_config(model_args, tokenizer), run.max_update)
+        model = build_model(config, None, task.model_type, "model flags", log)
     model.train()
     config = model.cfg
     if run.task in ("lm", "masked_lm"):  # fixed-length batches; classification pads to each batch's longest row
@@ -333,44 +349,19 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
 
     log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {num_params(model)}")
-    schedule, rate_warmup = run.layerdrop_schedule, run.layerdrop_warmup_updates
     check_distill(run, config, model)
-    base_rates = {layers.name: getattr(config, f"{layers.name}_layerdrop") for layers in layerdrop_lists(model)}
-    for layers in layerdrop_lists(model):
-        layers.unit = run.layerdrop_unit
-        p = base_rates[layers.name]
-        learned = getattr(config, f"{layers.name}_learned_gates", False)
-        if learned and not 0 < p < MAX_RATE:
-            raise UserError(f"--{layers.name}-learned-gates: needs --{layers.name}-layerdrop in (0, {MAX_RATE}) "
-                            f"(the average of the learned rates); got {p}")
-        if not p:
-            continue
-        if getattr(config, f"{layers.name}_learned_gates", False) and run.layerdrop_unit != "layer":
-            raise UserError(f"--{layers.name}-learned-gates: learns whole-layer rates; valid with --layerdrop-unit layer, "
-                            f"got {run.layerdrop_unit!r}")
-        heads, ffn = layer_shapes(config, layers.name)
-        if run.layerdrop_unit == "ffn-half" and any(width % 2 for width in ffn):
-            raise UserError(f"--layerdrop-unit ffn-half: the {layers.name} FFN widths are {sorted(set(ffn))}; valid: even widths")
-        dim = getattr(config, f"{layers.name}_embed_dim")
-        head_dim = dim // getattr(config, f"{layers.name}_attention_heads")
-        self_params, ffn_params = 4 * head_dim * max(heads) * dim, 2 * dim * max(ffn)
-        cross_params = 4 * dim * dim if layers[0].encoder_attn is not None else 0
-        total = self_params + cross_params + ffn_params
-        skipped = expected_skipped(schedule, p, len(layers), run.max_update, run.gamma, lambda rate: skipped_share(
-            run.layerdrop_unit, rate, self_params / total, cross_params / total, max(heads)), rate_warmup)
-        final = ", ".join(f"{r:.2f}" for r in layer_rates(schedule, p, len(layers), run.max_update, run.gamma, rate_warmup))
-        learned = " (mean of learned per-layer rates)" if learned else ""
-        log(f"| LayerDrop {layers.name}: p={p}{learned}, unit {run.layerdrop_unit}, {schedule} schedule"
-            + (f" (rates by layer at the end: {final})" if schedule != "uniform" else "")
-            + (f", rising from 0 over the first {rate_warmup} updates" if rate_warmup else "")
-            + (", with in-place distillation (the full depth also runs every update)" if run.layerdrop_distill else "")
-            + f"; expected share of {layers.name} layer compute skipped over the run: {skipped:.1%}")
+    for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill):
+        log(line)
     log(f"| data: {data_summary}")
 
     # A save writes weights and two AdamW moments, and briefly holds the old checkpoint beside the new one.
-    check_free_space(save_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()))
+    if world.is_main:
+        check_free_space(save_dir, 2 * 3 * sum(p.numel() * p.element_size() for p in model.parameters()))
     log_path = save_dir / LOG_FILE
-    _truncate_log(log_path, start_update)
+    if world.is_main:
+        _truncate_log(log_path, start_update)
+    if world.parallel:
+        log(f"| data parallel: {world.size} processes (gloo), {run.batch_size} rows per update in all")
     run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
     last_saved = start_update if trainer_state is not None and flag == "--save-dir" else None
@@ -391,6 +382,9 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             valid_score > best_valid if higher_is_better else valid_score < best_valid))
         if is_best:
             best_valid = valid_score
+        last_saved = update
+        if not world.is_main:  # every rank holds the same weights; one writes them
+            return
         state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid, "best_metric": best_metric}
         written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_score is not None:
@@ -398,44 +392,46 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             _prune_old_checkpoints(save_dir, run.keep_interval_updates)
         if is_best:
             publish_copy(written, save_dir / "checkpoint_best")
-        last_saved = update
 
-    lists = layerdrop_lists(model)
+    total_layers = layers_run(None, model)
     train_loss, valid, smoothed = None, None, None
     seconds, tokens_seen = 0.0, 0
     # Redirected output (CI, make demo > log) gets a bar redrawn every 30 s, not ten times a second.
-    bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar, dynamic_ncols=True, unit="upd",
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    update, lr, nonfinite_in_a_row = start_update, run.lr, 0
-    with StopSignal() as stop, open(log_path, "a", buffering=1) as log_file:  # line-buffered: no torn lines
+    bar = tqdm(total=run.max_update, initial=start_update, disable=run.no_progress_bar or not world.is_main,
+               dynamic_ncols=True, unit="upd", mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    say = bar.write if world.is_main else (lambda _: None)
+    parameters = list(model.parameters())
+    update, lr, nonfinite_in_a_row, stopping = start_update, run.lr, 0, False
+    log_opened = open(log_path, "a", buffering=1) if world.is_main else contextlib.nullcontext(None)
+    with StopSignal() as stop, log_opened as log_file:  # line-buffered: no torn lines
+        weigh = weigher(world, lambda: stop.received is not None)
         while update < run.max_update:
             started = time.perf_counter()
-            set_layerdrop_step(model, update, run.seed)
-            if schedule != "uniform" or rate_warmup:
-                for layers in lists:
-                    layers.set_drop_rates(layer_rates(schedule, base_rates[layers.name], len(layers), update, run.gamma,
-                                                      rate_warmup))
-            torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM))
+            plan = model_drop_plan(model, run.seed, update)  # the same on every rank and on every rerun
+            # Dropout masks differ between ranks (rank 0 draws what one process would).
+            torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM, *([world.rank] if world.rank else [])))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
             lr = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, run.max_update)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             try:
-                batch = task.train_batch(batch_rng, update)
+                batch = shard(task.train_batch(batch_rng, update), world)  # every rank builds the global batch
                 if run.layerdrop_distill:
-                    out, distill_loss = distill_backward(task, model, batch)
+                    out, distill_loss = distill_backward(task, model, batch, plan, weigh)
                 else:
-                    out, distill_loss = task.train_outputs(model, batch), None
-                    out.loss.backward()
+                    out, distill_loss = task.train_outputs(model, batch, plan), None
+                    (out.loss * weigh(out)).backward()
             except RuntimeError as error:
                 if not _out_of_memory(error):
                     raise
                 raise UserError(f"--batch-size {run.batch_size}: out of memory at update {update + 1} "
                                 f"({shorten(str(error), 120)}); valid: a smaller --batch-size or model") from None
-            loss, tokens = out.loss, out.tokens
+            average_gradients(parameters, world)
+            train_loss, tokens = weigh.last["loss"], weigh.last["tokens"]
+            # One process stops at the end of the update a signal came in; ranks agree on the update through weigh.
+            stopping = weigh.last["stop"] or (not world.parallel and stop.received is not None)
             # The norm is measured even without clipping: a non-finite one must never reach the optimizer.
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm if run.clip_norm > 0 else math.inf).item()
-            train_loss = loss.item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, run.clip_norm if run.clip_norm > 0 else math.inf).item()
             finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
@@ -443,21 +439,22 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             else:
                 nonfinite_in_a_row += 1
             optimizer.zero_grad(set_to_none=True)
+            average_buffers(model, world)  # learned gates' running means: the next plan must agree everywhere
             update += 1
             elapsed = time.perf_counter() - started
             seconds += elapsed
             tokens_seen += tokens
             if finite:
                 smoothed = train_loss if smoothed is None else 0.9 * smoothed + 0.1 * train_loss
-            ran = sum(len(layers.last_kept) for layers in lists)
-            total = sum(len(layers) for layers in lists)
+            ran, total = layers_run(plan, model), total_layers
             record = {"update": update, "loss": _finite_or_none(train_loss), "gnorm": _finite_or_none(round(grad_norm, 5)),
                       "lr": lr, "layers": ran, "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
             if distill_loss is not None:
                 record["distill"] = _finite_or_none(distill_loss)
             if not finite:
                 record["skipped"] = "non-finite loss or gradient norm"
-            log_file.write(json.dumps(record, allow_nan=False) + "\n")
+            if log_file is not None:
+                log_file.write(json.dumps(record, allow_nan=False) + "\n")
             if nonfinite_in_a_row >= run.max_nonfinite_updates:
                 raise diverged(update, f"the training loss is {train_loss:g} and the gradient norm {grad_norm:g}"
                                + (f" ({nonfinite_in_a_row} updates in a row)" if nonfinite_in_a_row > 1 else ""))
@@ -470,18 +467,20 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             if update % run.validate_interval_updates == 0 or update == run.max_update:
                 valid = task.validate(model)
                 if valid is not None:
-                    bar.write(f"| valid at update {update}: {_describe(valid)}")
+                    say(f"| valid at update {update}: {_describe(valid)}")
                     if not math.isfinite(valid["loss"]):
                         raise diverged(update, f"the validation loss is {valid['loss']:g}")
-                for layers in lists:
-                    if getattr(layers, "last_rates", None) is not None:
-                        bar.write(f"| learned {layers.name} drop rates: " + " ".join(f"{r:.2f}" for r in layers.last_rates.tolist()))
+                for stack in stacks(model):
+                    if stack.layerdrop.learned_gates and stack.layerdrop.active:
+                        with torch.no_grad():
+                            rates = stack.learned_rates().tolist()
+                        say(f"| learned {stack.name} drop rates: " + " ".join(f"{r:.2f}" for r in rates))
                 save(update, None if valid is None else valid[best_metric])
-            if stop.received is not None:
+            if stopping:  # any rank's signal stops every rank after the same update
                 save(update, None)
                 break
     bar.close()
-    stopped_by = stop.name
+    stopped_by = stop.name or ("a signal to another process" if stopping else None)
     if stopped_by:
         log(f"| stopped by {stopped_by} at update {update}; saved {save_dir / 'checkpoint_last'}; run the same command to resume")
     return TrainResult(update, train_loss, valid, best_valid, seconds, tokens_seen / seconds if seconds else 0.0,

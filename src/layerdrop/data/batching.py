@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from layerdrop.errors import UserError
+from layerdrop.seeding import derive_seed
 
 
 def _check_length(tokens: torch.Tensor, needed: int, what: str) -> None:
@@ -54,8 +55,6 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bu
     Examples are shuffled, grouped in buckets of ``bucket`` batches, sorted by length inside a bucket
     (so a batch wastes little padding), cut into batches, and the batches shuffled.
     """
-    from layerdrop.nn.layerdrop import derive_seed
-
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 3))
     order = torch.randperm(len(lengths), generator=generator).tolist()
     batches = []

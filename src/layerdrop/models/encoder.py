@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.models.options import EmbeddingOptions
+from layerdrop.models.options import ComputeOptions, EmbeddingOptions, EncoderLayerDrop
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
 from layerdrop.data.glue import TASKS as GLUE_TASKS
 from layerdrop.errors import UserError
+from layerdrop.nn.drop_plan import StackPlan
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 from layerdrop.pruning.units import EncoderUnits, pending_pruning
 
@@ -25,7 +26,7 @@ MODEL_TYPE = "transformer_encoder"
 
 
 @dataclass
-class TransformerEncoderConfig(EncoderUnits, EmbeddingOptions):
+class TransformerEncoderConfig(EncoderUnits, EncoderLayerDrop, EmbeddingOptions, ComputeOptions):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
@@ -36,7 +37,6 @@ class TransformerEncoderConfig(EncoderUnits, EmbeddingOptions):
     dropout: float = option(0.1, "dropout on embeddings and residual branches")
     attention_dropout: float = option(0.0, "dropout on attention weights")
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
-    encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
     encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
     bias: bool = option(True, "biases in linear layers and LayerNorms")
     num_classes: int = option(0, "classes of the classification head (0: masked LM only; set from the data)", cli=False)
@@ -62,6 +62,7 @@ class TransformerEncoderConfig(EncoderUnits, EmbeddingOptions):
                                    "encoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.encoder_embed_dim, self.encoder_attention_heads, "encoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop"))
+        self.check_layerdrop(("encoder",))
         if self.regression_range is not None:
             if self.num_classes != 1 or self.label_names is not None or len(self.regression_range) != 2 \
                     or not self.regression_range[0] <= self.regression_range[1]:
@@ -115,8 +116,10 @@ class TransformerEncoderModel(nn.Module):
             vocab_size=cfg.vocab_size, layers=cfg.encoder_layers, embed_dim=cfg.encoder_embed_dim,
             ffn_dim=cfg.encoder_ffn_embed_dim, heads=cfg.encoder_attention_heads, max_positions=cfg.tokens_per_sample,
             dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-            layerdrop=cfg.encoder_layerdrop, normalize_before=cfg.encoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=False,
-            layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims, learned_gates=cfg.encoder_learned_gates,
+            layerdrop=cfg.layerdrop_config("encoder"), normalize_before=cfg.encoder_normalize_before, bias=cfg.bias,
+            scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=False,
+            layer_heads=cfg.encoder_layer_heads, layer_ffn_dims=cfg.encoder_layer_ffn_dims,
+            checkpoint_activations=cfg.checkpoint_activations,
         )
         self.encoder = TransformerStack(spec, name="encoder")
         self.lm_head = MaskedLMHead(cfg.encoder_embed_dim, self.encoder.embed_tokens, cfg.bias)
@@ -130,11 +133,12 @@ class TransformerEncoderModel(nn.Module):
     def layers(self):
         return self.encoder.layers
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Hidden states (batch, length, dim); padding positions are masked out of attention."""
-        return self.encoder(tokens, padding_mask=tokens.eq(self.cfg.pad_id))
+    def forward(self, tokens: torch.Tensor, plan: dict[str, StackPlan] | None = None) -> torch.Tensor:
+        """Hidden states (batch, length, dim); padding positions are masked out of attention.
+        ``plan``: this update's LayerDrop plan (None: every layer)."""
+        return self.encoder(tokens, padding_mask=tokens.eq(self.cfg.pad_id), plan=None if plan is None else plan.get("encoder"))
 
-    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+    def classify(self, tokens: torch.Tensor, plan: dict[str, StackPlan] | None = None) -> torch.Tensor:
         if self.classification_head is None:
             raise ValueError("this encoder has no classification head (num_classes = 0)")
-        return self.classification_head(self(tokens))
+        return self.classification_head(self(tokens, plan))

@@ -1,10 +1,17 @@
-"""Initialisation and embedding choices every model offers (the ones the short-budget study varies)."""
+"""Choices every model config offers: initialisation and embeddings (the ones the short-budget study varies),
+and LayerDrop's (rate, unit, schedule, warmup, learned gates), recorded in each checkpoint's config.json."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from layerdrop.config import option
+from layerdrop.config import MAX_UPDATES, option, shorten
+from layerdrop.errors import UserError
+from layerdrop.nn.drop_plan import LayerDropConfig
+from layerdrop.nn.learned_gates import MAX_RATE
+from layerdrop.nn.schedules import SCHEDULES
+from layerdrop.nn.structured import UNITS
 
 
 @dataclass
@@ -15,3 +22,74 @@ class EmbeddingOptions:
                                               "fairseq's --layernorm-embedding")
     scale_embedding: bool = option(False, "multiply token embeddings by sqrt(width) and initialise embeddings N(0, 1/width), "
                                           "as fairseq does (see docs/layerdrop_at_short_budgets.md)")
+
+
+@dataclass
+class LayerDropOptions:
+    """How LayerDrop draws, shared by a model's stacks (each stack has its own rate and gates below)."""
+
+    layerdrop_unit: str = option("layer", f"what one LayerDrop draw removes: {', '.join(UNITS)}")
+    layerdrop_schedule: str = option("uniform", f"how the LayerDrop rate p is spread over depth and time: {', '.join(SCHEDULES)}")
+    layerdrop_gamma: float | None = option(None, "progressive schedule: ramp speed gamma (default: 5 / --max-update)")
+    layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates "
+                                              "(0: from update 0, the paper's rule)")
+
+    def layerdrop_config(self, stack: str) -> LayerDropConfig:
+        """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
+        return LayerDropConfig(p=getattr(self, f"{stack}_layerdrop"), unit=self.layerdrop_unit,
+                               schedule=self.layerdrop_schedule, gamma=self.layerdrop_gamma or 0.0,
+                               warmup=self.layerdrop_warmup_updates, learned_gates=getattr(self, f"{stack}_learned_gates"))
+
+    def check_layerdrop(self, stacks: tuple[str, ...]) -> None:
+        """One message naming the flag for every LayerDrop setting that cannot work."""
+        if self.layerdrop_unit not in UNITS:
+            raise UserError(f"--layerdrop-unit: got {shorten(self.layerdrop_unit)}; valid: {', '.join(UNITS)}")
+        if self.layerdrop_schedule not in SCHEDULES:
+            raise UserError(f"--layerdrop-schedule: got {shorten(self.layerdrop_schedule)}; valid: {', '.join(SCHEDULES)}")
+        gamma = self.layerdrop_gamma
+        if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < math.inf):
+            raise UserError(f"--layerdrop-gamma: got {shorten(gamma)}; valid: a finite number above 0")
+        if gamma is not None and self.layerdrop_schedule != "progressive":
+            raise UserError(f"--layerdrop-gamma: only the progressive schedule uses it; got --layerdrop-schedule "
+                            f"{self.layerdrop_schedule}")
+        warmup = self.layerdrop_warmup_updates
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_UPDATES:
+            raise UserError(f"--layerdrop-warmup-updates: got {shorten(warmup)}; valid: an integer from 0 to {MAX_UPDATES:,}")
+        for stack in stacks:
+            p = getattr(self, f"{stack}_layerdrop")
+            if not getattr(self, f"{stack}_learned_gates"):
+                continue
+            if not 0 < p < MAX_RATE:
+                raise UserError(f"--{stack}-learned-gates: needs --{stack}-layerdrop in (0, {MAX_RATE}) (the average of the "
+                                f"learned rates); got {p}")
+            if self.layerdrop_unit != "layer":
+                raise UserError(f"--{stack}-learned-gates: learns whole-layer rates; valid with --layerdrop-unit layer, "
+                                f"got {self.layerdrop_unit!r}")
+        if self.layerdrop_unit == "ffn-half":
+            for stack in stacks:
+                widths = getattr(self, f"{stack}_layer_ffn_dims", None) or [getattr(self, f"{stack}_ffn_embed_dim")]
+                if getattr(self, f"{stack}_layerdrop") and any(width % 2 for width in widths):
+                    raise UserError(f"--layerdrop-unit ffn-half: the {stack} FFN widths are {sorted(set(widths))}; "
+                                    "valid: even widths")
+
+
+@dataclass
+class EncoderLayerDrop(LayerDropOptions):
+    encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
+    encoder_learned_gates: bool = option(False, "learn each encoder layer's drop rate from its activations (mean: --encoder-layerdrop); "
+                                                "prune with layerdrop select --strategy learned")
+
+
+@dataclass
+class DecoderLayerDrop(LayerDropOptions):
+    decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
+    decoder_learned_gates: bool = option(False, "learn each decoder layer's drop rate from its activations (mean: --decoder-layerdrop); "
+                                                "prune with layerdrop select --strategy learned")
+
+
+@dataclass
+class ComputeOptions:
+    """How the forward pass is computed, not what it computes: free to change on resume."""
+
+    checkpoint_activations: bool = option(False, "recompute each layer's activations in the backward pass instead of "
+                                                 "keeping them (less memory, about a third more compute)")

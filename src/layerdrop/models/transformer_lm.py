@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.models.options import EmbeddingOptions
+from layerdrop.models.options import ComputeOptions, DecoderLayerDrop, EmbeddingOptions
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option, shorten
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
-from layerdrop.nn.layerdrop import LayerDropModuleList
+from layerdrop.nn.drop_plan import StackPlan
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 from layerdrop.pruning.units import DecoderUnits, pending_pruning
 
@@ -29,7 +29,7 @@ MODEL_TYPE = "transformer_lm"
 
 
 @dataclass
-class TransformerLMConfig(DecoderUnits, EmbeddingOptions):
+class TransformerLMConfig(DecoderUnits, DecoderLayerDrop, EmbeddingOptions, ComputeOptions):
     vocab_size: int = option(0, "vocabulary size (set from the tokenizer)", cli=False)
     decoder_layers: int = option(6, "number of decoder layers")
     decoder_embed_dim: int = option(256, "model width")
@@ -40,7 +40,6 @@ class TransformerLMConfig(DecoderUnits, EmbeddingOptions):
     dropout: float = option(0.1, "dropout on embeddings and residual branches")
     attention_dropout: float = option(0.0, "dropout on attention weights")
     activation_dropout: float = option(0.0, "dropout after the FFN activation")
-    decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
     decoder_layers_to_keep: str | None = option(None, "keep only these decoder layers, e.g. 0,2,4 (prunes the model at load)")
     share_decoder_input_output_embed: bool = option(True, "tie input and output embeddings (not with an adaptive softmax)")
     adaptive_softmax_cutoff: str | None = option(
@@ -64,6 +63,7 @@ class TransformerLMConfig(DecoderUnits, EmbeddingOptions):
                                    "decoder_attention_heads", "tokens_per_sample", "vocab_size"))
         check_heads_divide(self.decoder_embed_dim, self.decoder_attention_heads, "decoder")
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "decoder_layerdrop"))
+        self.check_layerdrop(("decoder",))
         factor = self.adaptive_softmax_factor
         if not 1 < factor < float("inf"):
             raise UserError(f"--adaptive-softmax-factor: got {factor!r}; valid: a finite number above 1")
@@ -94,8 +94,10 @@ def stack_spec(cfg: TransformerLMConfig) -> StackSpec:
         vocab_size=cfg.vocab_size, layers=cfg.decoder_layers, embed_dim=cfg.decoder_embed_dim,
         ffn_dim=cfg.decoder_ffn_embed_dim, heads=cfg.decoder_attention_heads, max_positions=cfg.tokens_per_sample,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-        layerdrop=cfg.decoder_layerdrop, normalize_before=cfg.decoder_normalize_before, bias=cfg.bias, scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=True,
-        layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims, learned_gates=cfg.decoder_learned_gates,
+        layerdrop=cfg.layerdrop_config("decoder"), normalize_before=cfg.decoder_normalize_before, bias=cfg.bias,
+        scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding, causal=True,
+        layer_heads=cfg.decoder_layer_heads, layer_ffn_dims=cfg.decoder_layer_ffn_dims,
+        checkpoint_activations=cfg.checkpoint_activations,
     )
 
 
@@ -120,7 +122,7 @@ class TransformerLM(nn.Module):
                      scale_residual=cfg.scale_residual_init)
 
     @property
-    def layers(self) -> LayerDropModuleList:
+    def layers(self) -> nn.ModuleList:
         return self.decoder.layers
 
     def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -137,12 +139,13 @@ class TransformerLM(nn.Module):
         targets: torch.Tensor | None = None,
         caches: list[KVCache] | None = None,
         start_pos: int = 0,
+        plan: dict[str, StackPlan] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Logits for every position, and the mean cross-entropy (nats/token) when targets are given.
 
         With an adaptive softmax and targets, only the loss is computed (the logits are None): scoring just
-        the target's cluster is what makes it cheap."""
-        hidden = self.decoder(tokens, caches, start_pos)
+        the target's cluster is what makes it cheap. ``plan``: this update's LayerDrop plan (None: every layer)."""
+        hidden = self.decoder(tokens, caches, start_pos, plan=None if plan is None else plan.get("decoder"))
         if self.adaptive_softmax is not None and targets is not None:
             return None, self.adaptive_softmax(hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)).loss
         logits = self.output_logits(hidden)

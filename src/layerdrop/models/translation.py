@@ -14,10 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from layerdrop.models.options import EmbeddingOptions
+from layerdrop.models.options import ComputeOptions, DecoderLayerDrop, EmbeddingOptions, EncoderLayerDrop
 from layerdrop.config import check_heads_divide, check_positive_ints, check_probabilities, option
 from layerdrop.errors import UserError
 from layerdrop.nn.attention import KVCache
+from layerdrop.nn.drop_plan import StackPlan
 from layerdrop.nn.stack import StackSpec, TransformerStack, init_weights
 from layerdrop.pruning.units import DecoderUnits, EncoderUnits, pending_pruning
 
@@ -25,21 +26,20 @@ MODEL_TYPE = "transformer_translation"
 
 
 @dataclass
-class TransformerTranslationConfig(EncoderUnits, DecoderUnits, EmbeddingOptions):
+class TransformerTranslationConfig(EncoderUnits, DecoderUnits, EncoderLayerDrop, DecoderLayerDrop, EmbeddingOptions,
+                                   ComputeOptions):
     vocab_size: int = option(0, "joint vocabulary size (set from the tokenizer)", cli=False)
     encoder_layers: int = option(6, "number of encoder layers")
     encoder_embed_dim: int = option(256, "encoder width")
     encoder_ffn_embed_dim: int = option(1024, "encoder FFN hidden width")
     encoder_attention_heads: int = option(4, "encoder attention heads")
     encoder_normalize_before: bool = option(True, "pre-LayerNorm in the encoder")
-    encoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each encoder layer in training, in [0, 1)")
     encoder_layers_to_keep: str | None = option(None, "keep only these encoder layers, e.g. 0,2,4 (prunes the model at load)")
     decoder_layers: int = option(6, "number of decoder layers")
     decoder_embed_dim: int = option(256, "decoder width")
     decoder_ffn_embed_dim: int = option(1024, "decoder FFN hidden width")
     decoder_attention_heads: int = option(4, "decoder attention heads")
     decoder_normalize_before: bool = option(True, "pre-LayerNorm in the decoder")
-    decoder_layerdrop: float = option(0.0, "LayerDrop: probability of skipping each decoder layer in training, in [0, 1)")
     decoder_layers_to_keep: str | None = option(None, "keep only these decoder layers, e.g. 0,2,4 (prunes the model at load)")
     max_source_positions: int = option(256, "longest source sentence in tokens")
     max_target_positions: int = option(256, "longest target sentence in tokens")
@@ -75,6 +75,7 @@ class TransformerTranslationConfig(EncoderUnits, DecoderUnits, EmbeddingOptions)
                 f"({self.encoder_embed_dim}), as the decoder attends to encoder states"
             )
         check_probabilities(self, ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop", "decoder_layerdrop"))
+        self.check_layerdrop(("encoder", "decoder"))
 
 
 def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
@@ -84,10 +85,10 @@ def _spec(cfg: TransformerTranslationConfig, side: str) -> StackSpec:
         heads=get("attention_heads"),
         max_positions=cfg.max_source_positions if side == "encoder" else cfg.max_target_positions,
         dropout=cfg.dropout, attention_dropout=cfg.attention_dropout, activation_dropout=cfg.activation_dropout,
-        layerdrop=get("layerdrop"), normalize_before=get("normalize_before"), bias=cfg.bias, scale_embedding=cfg.scale_embedding,
-        layernorm_embedding=cfg.layernorm_embedding,
+        layerdrop=cfg.layerdrop_config(side), normalize_before=get("normalize_before"), bias=cfg.bias,
+        scale_embedding=cfg.scale_embedding, layernorm_embedding=cfg.layernorm_embedding,
         causal=side == "decoder", cross_attention=side == "decoder",
-        layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"), learned_gates=get("learned_gates"),
+        layer_heads=get("layer_heads"), layer_ffn_dims=get("layer_ffn_dims"), checkpoint_activations=cfg.checkpoint_activations,
     )
 
 
@@ -106,20 +107,23 @@ class TransformerTranslation(nn.Module):
         init_weights(self, cfg.encoder_layers + cfg.decoder_layers, scale_embedding=cfg.scale_embedding,
                      scale_residual=cfg.scale_residual_init)
 
-    def encode(self, src_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(self, src_tokens: torch.Tensor, plan: StackPlan | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         padding_mask = src_tokens.eq(self.cfg.pad_id)
-        return self.encoder(src_tokens, padding_mask=padding_mask), padding_mask
+        return self.encoder(src_tokens, padding_mask=padding_mask, plan=plan), padding_mask
 
     def decode(
         self, prev_tokens: torch.Tensor, memory: torch.Tensor, memory_padding_mask: torch.Tensor,
-        caches: list[KVCache] | None = None, start_pos: int = 0,
+        caches: list[KVCache] | None = None, start_pos: int = 0, plan: StackPlan | None = None,
     ) -> torch.Tensor:
-        hidden = self.decoder(prev_tokens, caches, start_pos, memory=memory, memory_padding_mask=memory_padding_mask)
+        hidden = self.decoder(prev_tokens, caches, start_pos, memory=memory, memory_padding_mask=memory_padding_mask, plan=plan)
         return F.linear(hidden, self.decoder.embed_tokens.weight)
 
-    def forward(self, src_tokens: torch.Tensor, prev_tokens: torch.Tensor) -> torch.Tensor:
-        memory, mask = self.encode(src_tokens)
-        return self.decode(prev_tokens, memory, mask)
+    def forward(self, src_tokens: torch.Tensor, prev_tokens: torch.Tensor,
+                plan: dict[str, StackPlan] | None = None) -> torch.Tensor:
+        """Logits of every target position. ``plan``: this update's LayerDrop plan (None: every layer)."""
+        plan = plan or {}
+        memory, mask = self.encode(src_tokens, plan.get("encoder"))
+        return self.decode(prev_tokens, memory, mask, plan=plan.get("decoder"))
 
     def new_caches(self) -> list[KVCache]:
         return [KVCache() for _ in range(len(self.decoder.layers))]

@@ -1,18 +1,25 @@
-"""A Transformer stack: token and position embeddings, a LayerDrop list of layers, and (pre-LN) a
-final LayerNorm. The LM's decoder, the encoder, and the translation model's two halves are all one
-of these, so every model's layers live under ``<name>.layers.N.`` and prune the same way.
+"""A Transformer stack: token and position embeddings, a list of layers, and (pre-LN) a final LayerNorm.
+The LM's decoder, the encoder, and the translation model's two halves are all one of these, so every
+model's layers live under ``<name>.layers.N.`` and prune the same way.
+
+Each stack owns its LayerDrop config and draws its own plan for an update (:meth:`TransformerStack.drop_plan`,
+a pure function of the seed and the update); the plan is then passed to ``forward``, which hands each
+layer its part. Without a plan every layer runs.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from layerdrop.nn.attention import KVCache
-from layerdrop.nn.layerdrop import LayerDropModuleList
+from layerdrop.nn.drop_plan import LayerDropConfig, StackPlan, draw_stack_plan, full_plan
+from layerdrop.nn.learned_gates import constrained_rates
+from layerdrop.nn.structured import FULL, skipped_share
 from layerdrop.nn.transformer_layer import TransformerLayer
 
 
@@ -29,16 +36,16 @@ class StackSpec:
     dropout: float = 0.0
     attention_dropout: float = 0.0
     activation_dropout: float = 0.0
-    layerdrop: float = 0.0
+    layerdrop: LayerDropConfig = field(default_factory=LayerDropConfig)
     normalize_before: bool = True
     bias: bool = True
     causal: bool = True
     cross_attention: bool = False
     layer_heads: list[int] | None = None  # per layer, after head or sublayer pruning (default: all heads)
     layer_ffn_dims: list[int] | None = None  # per layer, after FFN pruning (default: ffn_dim)
-    learned_gates: bool = False  # each layer learns its drop rate (layerdrop.nn.learned_gates)
     scale_embedding: bool = False  # token embeddings times sqrt(embed_dim), as fairseq and Vaswani et al.
     layernorm_embedding: bool = False  # a LayerNorm on token + position embeddings (BART, fairseq --layernorm-embedding)
+    checkpoint_activations: bool = False  # recompute each layer's activations in the backward pass (saves memory)
 
 
 class TransformerStack(nn.Module):
@@ -51,21 +58,56 @@ class TransformerStack(nn.Module):
         # layer adds to the embedding instead of replacing it (docs/layerdrop_at_short_budgets.md).
         self.embed_scale = math.sqrt(spec.embed_dim) if spec.scale_embedding else 1.0
         self.layernorm_embedding = nn.LayerNorm(spec.embed_dim, bias=spec.bias) if spec.layernorm_embedding else None
-        self.layers = LayerDropModuleList(
+        self.name = name
+        self.layerdrop = spec.layerdrop
+        self.checkpoint_activations = spec.checkpoint_activations
+        self.layers = nn.ModuleList(
             [
                 TransformerLayer(
                     spec.embed_dim, spec.heads, spec.layer_ffn_dims[i] if spec.layer_ffn_dims else spec.ffn_dim,
                     dropout=spec.dropout, attention_dropout=spec.attention_dropout,
                     activation_dropout=spec.activation_dropout, normalize_before=spec.normalize_before,
                     bias=spec.bias, causal=spec.causal, cross_attention=spec.cross_attention,
-                    kept_heads=spec.layer_heads[i] if spec.layer_heads else None, learned_gate=spec.learned_gates,
+                    kept_heads=spec.layer_heads[i] if spec.layer_heads else None,
+                    learned_gate=spec.layerdrop.learned_gates,
                 )
                 for i in range(spec.layers)
-            ],
-            p=spec.layerdrop,
-            name=name,
+            ]
         )
         self.layer_norm = nn.LayerNorm(spec.embed_dim, bias=spec.bias) if spec.normalize_before else None
+
+    def layer_heads(self) -> list[int]:
+        return [layer.self_attn.num_heads if layer.self_attn is not None else 0 for layer in self.layers]
+
+    def learned_rates(self) -> torch.Tensor:
+        """Learned gates: each layer's drop rate from its score (their mean is the config's p)."""
+        return constrained_rates(torch.stack([layer.gate.score() for layer in self.layers]), self.layerdrop.p)
+
+    def drop_plan(self, seed: int, update: int) -> StackPlan:
+        """Which layers (and parts of layers) run on the training pass of ``update``."""
+        if not self.layerdrop.active:
+            return full_plan(len(self.layers))
+        if self.layerdrop.learned_gates:
+            with torch.no_grad():
+                rates = self.learned_rates().tolist()
+        else:
+            rates = self.layerdrop.rates(len(self.layers), update)
+        return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads())
+
+    def expected_skipped(self, max_update: int) -> float:
+        """Expected share of this stack's layer computation that LayerDrop skips over ``max_update`` updates
+        (parameter shares of attention, cross-attention and FFN; attention's length-squared term left out)."""
+        if not self.layerdrop.active:
+            return 0.0
+        first, dim = self.layers[0], self.embed_positions.embedding_dim
+        self_params = max(4 * dim * layer.self_attn.num_heads * layer.self_attn.head_dim if layer.self_attn is not None
+                          else 0 for layer in self.layers)
+        ffn_params = max(2 * dim * layer.fc1.out_features if layer.fc1 is not None else 0 for layer in self.layers)
+        cross_params = 4 * dim * dim if first.encoder_attn is not None else 0
+        total = self_params + cross_params + ffn_params
+        heads = max(self.layer_heads())
+        return self.layerdrop.expected_skipped(len(self.layers), max_update, lambda rate: skipped_share(
+            self.layerdrop.unit, rate, self_params / total, cross_params / total, heads))
 
     def forward(
         self,
@@ -75,20 +117,49 @@ class TransformerStack(nn.Module):
         padding_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
+        plan: StackPlan | None = None,
     ) -> torch.Tensor:
+        """``plan`` (from :meth:`drop_plan`): what each layer runs; None runs every layer."""
         positions = torch.arange(start_pos, start_pos + tokens.shape[1], device=tokens.device)
         x = self.embed_scale * self.embed_tokens(tokens) + self.embed_positions(positions)
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         x = self.dropout(x)
-        extra = dict(padding_mask=padding_mask, memory=memory, memory_padding_mask=memory_padding_mask)
-        if caches is None:
-            for layer in self.layers:
-                x = layer(x, **extra)
-        else:  # incremental decoding runs in eval mode, where every layer runs
-            for layer, cache in zip(self.layers, caches, strict=True):
+        if plan is not None and len(plan) != len(self.layers):
+            raise ValueError(f"{self.name}: a plan for {len(plan)} layers given to a stack of {len(self.layers)}")
+        scales = None
+        if plan is not None and self.layerdrop.learned_gates and self.layerdrop.active:
+            keep = 1 - self.learned_rates()
+            scales = keep / keep.detach()  # 1 in value; the gradient reaches the rates through the layers that run
+        recompute = self.checkpoint_activations and self.training and caches is None and torch.is_grad_enabled()
+        for index, layer in enumerate(self.layers):
+            layer_plan = FULL if plan is None else plan[index]
+            if not layer_plan.runs:
+                continue  # skipped: no computation, so no gradient for this layer's parameters
+            cache = None if caches is None else caches[index]
+            extra = dict(padding_mask=padding_mask, memory=memory, memory_padding_mask=memory_padding_mask,
+                         plan=layer_plan, scale=None if scales is None else scales[index])
+            if recompute:
+                x = checkpoint(layer, x, cache, use_reentrant=False, **extra)
+            else:
                 x = layer(x, cache, **extra)
         return self.layer_norm(x) if self.layer_norm is not None else x
+
+
+def stacks(model: nn.Module) -> list[TransformerStack]:
+    return [m for m in model.modules() if isinstance(m, TransformerStack)]
+
+
+def model_drop_plan(model: nn.Module, seed: int, update: int) -> dict[str, StackPlan]:
+    """The plan of every stack of ``model`` for ``update`` (pass it to the model's forward as ``plan=``)."""
+    return {stack.name: stack.drop_plan(seed, update) for stack in stacks(model)}
+
+
+def layers_run(plan: dict[str, StackPlan] | None, model: nn.Module) -> int:
+    """How many layers run anything under ``plan`` (all of them without one)."""
+    if plan is None:
+        return sum(len(stack.layers) for stack in stacks(model))
+    return sum(layer.runs for stack_plan in plan.values() for layer in stack_plan)
 
 
 def init_weights(model: nn.Module, num_layers: int, scale_embedding: bool = False, scale_residual: bool = True) -> None:

@@ -8,7 +8,7 @@ The unit says what one draw removes in training, each with the layer's drop rate
 - ``ffn-half``: each half of the FFN's hidden units;
 - ``head+layer`` and ``head+sublayer``: heads inside the layers or sublayers that were kept.
 
-Nothing is rescaled, as in the paper. A layer's :class:`DropPlan` tells it which parts to run on this
+Nothing is rescaled, as in the paper. A layer's :class:`LayerPlan` tells it which parts to run on this
 forward pass; dropped heads and FFN halves are sliced out of the weight matrices, so they cost nothing.
 A decoder's cross-attention runs whenever its layer runs.
 """
@@ -22,19 +22,22 @@ import torch
 UNITS = ("layer", "sublayer", "head", "ffn-half", "head+layer", "head+sublayer")
 
 
-@dataclass
-class DropPlan:
-    """What one layer runs on one training forward pass (None: all of it)."""
+@dataclass(frozen=True)
+class LayerPlan:
+    """What one layer runs on one training forward pass."""
 
     attention: bool = True
     ffn: bool = True
-    heads: list[int] | None = None  # self-attention heads kept
-    ffn_halves: list[int] | None = None  # FFN halves kept (0: first half of the hidden units, 1: second)
-    scale: torch.Tensor | None = None  # learned gates: 1 in value, carries the gradient to the drop rate
+    heads: tuple[int, ...] | None = None  # self-attention heads kept (None: all)
+    ffn_halves: tuple[int, ...] | None = None  # FFN halves kept (0: first half of the hidden units, 1: second)
 
     @property
-    def runs_anything(self) -> bool:
+    def runs(self) -> bool:
         return self.attention or self.ffn
+
+
+FULL = LayerPlan()
+SKIPPED = LayerPlan(attention=False, ffn=False)
 
 
 def check_unit(unit: str) -> str:
@@ -43,27 +46,28 @@ def check_unit(unit: str) -> str:
     return unit
 
 
-def sample_plans(unit: str, rates: list[float], heads: list[int], generator: torch.Generator,
-                 layer_draws: list[float]) -> list[DropPlan | None]:
-    """One plan per layer (None: the layer is skipped whole). ``layer_draws`` are the list's one-per-layer
-    uniforms, drawn first so the ``layer`` unit consumes exactly what the plain LayerDrop list does."""
-    plans: list[DropPlan | None] = []
+def sample_units(unit: str, rates: list[float], heads: list[int], generator: torch.Generator,
+                 layer_draws: list[float]) -> tuple[LayerPlan, ...]:
+    """One plan per layer. ``layer_draws`` are the stack's one-per-layer uniforms, drawn first, so the
+    ``layer`` unit consumes exactly what plain LayerDrop does; the other units draw more from ``generator``."""
+    plans: list[LayerPlan] = []
     for index, (u, p) in enumerate(zip(layer_draws, rates)):
         if "layer" in unit.split("+") and u < p:
-            plans.append(None)
+            plans.append(SKIPPED)
             continue
-        plan = DropPlan()
+        attention, ffn, kept_heads, halves = True, True, None, None
         if "sublayer" in unit:
             attention_u, ffn_u = torch.rand(2, generator=generator).tolist()
-            plan.attention, plan.ffn = attention_u >= p, ffn_u >= p
-        if "head" in unit and plan.attention and heads[index] > 0:
-            kept = [h for h, v in enumerate(torch.rand(heads[index], generator=generator).tolist()) if v >= p]
-            plan.heads, plan.attention = kept, bool(kept)
+            attention, ffn = attention_u >= p, ffn_u >= p
+        if "head" in unit and attention and heads[index] > 0:
+            kept_heads = tuple(h for h, v in enumerate(torch.rand(heads[index], generator=generator).tolist()) if v >= p)
+            attention = bool(kept_heads)
         if unit == "ffn-half":
-            kept = [h for h, v in enumerate(torch.rand(2, generator=generator).tolist()) if v >= p]
-            plan.ffn_halves, plan.ffn = kept, bool(kept)
-        plans.append(plan if plan.runs_anything else None)
-    return plans
+            halves = tuple(h for h, v in enumerate(torch.rand(2, generator=generator).tolist()) if v >= p)
+            ffn = bool(halves)
+        plan = LayerPlan(attention, ffn, kept_heads if attention else None, halves if ffn else None)
+        plans.append(plan if plan.runs else SKIPPED)
+    return tuple(plans)
 
 
 def skipped_share(unit: str, p: float, self_share: float, cross_share: float = 0.0, heads: int = 1) -> float:

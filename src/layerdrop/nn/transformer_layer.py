@@ -15,7 +15,7 @@ from torch import nn
 
 from layerdrop.nn.attention import CrossAttention, KVCache, SelfAttention
 from layerdrop.nn.learned_gates import LayerGate
-from layerdrop.nn.structured import DropPlan
+from layerdrop.nn.structured import FULL, LayerPlan
 
 
 class TransformerLayer(nn.Module):
@@ -40,7 +40,6 @@ class TransformerLayer(nn.Module):
         self.normalize_before = normalize_before
         self.dropout = nn.Dropout(dropout)
         self.activation_dropout = nn.Dropout(activation_dropout)
-        self.drop_plan: DropPlan | None = None  # set by the LayerDrop list for each training forward pass
         self.gate = LayerGate(embed_dim) if learned_gate else None
         kept_heads = num_heads if kept_heads is None else kept_heads
         if kept_heads > 0:
@@ -68,7 +67,7 @@ class TransformerLayer(nn.Module):
         out = self.dropout(branch(x))
         return norm(x + (out if scale is None else out * scale))
 
-    def _ffn(self, x: torch.Tensor, halves: list[int] | None = None) -> torch.Tensor:
+    def _ffn(self, x: torch.Tensor, halves: tuple[int, ...] | None = None) -> torch.Tensor:
         if halves is None:
             return self.fc2(self.activation_dropout(F.gelu(self.fc1(x))))
         # Only the kept halves of the hidden units: slices of fc1's rows and fc2's columns.
@@ -85,19 +84,19 @@ class TransformerLayer(nn.Module):
         padding_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_padding_mask: torch.Tensor | None = None,
+        plan: LayerPlan = FULL,
+        scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # Take this pass's plan and forget it: a kept plan would hold the autograd graph (and block deepcopy).
-        plan, self.drop_plan = (self.drop_plan if self.training else None), None
-        scale = None if plan is None else plan.scale  # learned gates: 1 in value, a gradient for the drop rate
+        """``plan``: the parts to run on this pass (LayerDrop units); ``scale``: learned gates' factor, 1 in
+        value, which carries the gradient to the drop rate."""
         if self.gate is not None and self.training:
             self.gate.observe(x)
-        if self.self_attn is not None and (plan is None or plan.attention):
-            heads = None if plan is None else plan.heads
-            x = self._residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, cache, padding_mask, heads), scale)
+        if self.self_attn is not None and plan.attention:
+            x = self._residual(x, self.self_attn_layer_norm,
+                               lambda h: self.self_attn(h, cache, padding_mask, plan.heads), scale)
         if self.encoder_attn is not None:
             x = self._residual(x, self.encoder_attn_layer_norm,
                                lambda h: self.encoder_attn(h, memory, memory_padding_mask, cache), scale)
-        if self.fc1 is not None and (plan is None or plan.ffn):
-            halves = None if plan is None else plan.ffn_halves
-            x = self._residual(x, self.final_layer_norm, lambda h: self._ffn(h, halves), scale)
+        if self.fc1 is not None and plan.ffn:
+            x = self._residual(x, self.final_layer_norm, lambda h: self._ffn(h, plan.ffn_halves), scale)
         return x

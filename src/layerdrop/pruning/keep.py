@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from layerdrop.config import flag_name, shorten
+from layerdrop.config import flag_name
 from layerdrop.errors import UserError
+from layerdrop.pruning.indices import as_items, parse_layers_to_keep
+from layerdrop.pruning.units import apply_unit_requests
 
 STACKS = ("encoder", "decoder")
 PRUNING_MESSAGE = "| Pruning model to specified layer configuration"
@@ -25,36 +27,6 @@ PRUNING_MESSAGE = "| Pruning model to specified layer configuration"
 
 def _stacks_of(config: Any) -> list[str]:
     return [s for s in STACKS if hasattr(config, f"{s}_layers")]
-
-
-def _as_items(value: str | int | Sequence[int]) -> list[Any]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",")] if value.strip() else []
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    return [value]  # a single index given as a number (e.g. from --model-overrides)
-
-
-def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str = "--layers-to-keep", what: str = "layer") -> list[int]:
-    """Validate a keep list such as ``"0,2,4"`` against ``num_layers`` layers (or heads, halves); return it sorted."""
-    valid = f"valid: distinct integers from 0 to {num_layers - 1}, comma-separated"
-    items = _as_items(value)
-    if not items:
-        raise UserError(f"{flag}: got an empty list; {valid}")
-    indices = []
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, (int, str)) or (isinstance(item, str) and not re.fullmatch(r"-?\d{1,18}", item)):
-            raise UserError(f"{flag}: got {shorten(value)}: {shorten(item, 30)} is not an integer; {valid}")
-        index = int(item)
-        if index < 0:
-            raise UserError(f"{flag}: got {shorten(value)}: {index} is negative; {valid}")
-        if index >= num_layers:
-            raise UserError(f"{flag}: got {shorten(value)}: {what} {shorten(index, 30)} is out of range for a model with {num_layers} {what}{'s' if what != 'half' else 'ves'}; {valid}")
-        indices.append(index)
-    repeated = sorted({i for i in indices if indices.count(i) > 1})
-    if repeated:
-        raise UserError(f"{flag}: got {shorten(value)}: {what}(s) {shorten(repeated)} repeated; {valid}")
-    return sorted(indices)
 
 
 def every_other(num_layers: int, depth: int) -> list[int]:
@@ -106,7 +78,7 @@ def _already_applied(config: Any, stack: str, request: str | Sequence[int]) -> b
     if not origin:
         return False
     try:
-        return sorted(int(i) for i in _as_items(request)) == origin
+        return sorted(int(i) for i in as_items(request)) == origin
     except (TypeError, ValueError):
         return False
 
@@ -116,8 +88,6 @@ def apply_layers_to_keep(
 ) -> tuple[Any, dict[str, torch.Tensor] | None]:
     """Apply the config's unit pruning requests (heads, sublayers, FFN halves) and then its
     ``<stack>_layers_to_keep`` (if any) to the config and, when given, the weights."""
-    from layerdrop.pruning.units import apply_unit_requests
-
     config, state_dict, units_pruned = apply_unit_requests(config, state_dict, log)
     keep: dict[str, str | Sequence[int]] = {}
     for stack in _stacks_of(config):

@@ -26,6 +26,7 @@ import torch
 
 from layerdrop.config import flag_name, option
 from layerdrop.errors import UserError
+from layerdrop.pruning.indices import as_items, parse_layers_to_keep
 
 REQUESTS = ("heads_to_keep", "attention_layers_to_keep", "ffn_layers_to_keep", "ffn_halves_to_keep")
 
@@ -39,8 +40,6 @@ class EncoderUnits:
     encoder_layer_heads: list[int] | None = option(None, "self-attention heads of each encoder layer (pruned model)", cli=False)
     encoder_layer_ffn_dims: list[int] | None = option(None, "FFN width of each encoder layer (pruned model)", cli=False)
     encoder_pruned_units: dict | None = option(None, "unit pruning already applied to the encoder", cli=False)
-    encoder_learned_gates: bool = option(False, "learn each encoder layer's drop rate from its activations (mean: --encoder-layerdrop); "
-                                                "prune with layerdrop select --strategy learned")
 
 
 @dataclass
@@ -52,8 +51,6 @@ class DecoderUnits:
     decoder_layer_heads: list[int] | None = option(None, "self-attention heads of each decoder layer (pruned model)", cli=False)
     decoder_layer_ffn_dims: list[int] | None = option(None, "FFN width of each decoder layer (pruned model)", cli=False)
     decoder_pruned_units: dict | None = option(None, "unit pruning already applied to the decoder", cli=False)
-    decoder_learned_gates: bool = option(False, "learn each decoder layer's drop rate from its activations (mean: --decoder-layerdrop); "
-                                                "prune with layerdrop select --strategy learned")
 
 
 def pending_pruning(config: Any) -> bool:
@@ -83,8 +80,6 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
                 request: Mapping[str, Any]) -> tuple[Any, dict[str, torch.Tensor] | None]:
     """Remove the heads, sublayers and FFN halves that ``request`` (field name -> value) does not keep.
     With ``state_dict=None`` only the config changes (a model about to be built fresh)."""
-    from layerdrop.pruning.keep import parse_layers_to_keep
-
     num_layers = getattr(config, f"{stack}_layers")
     heads, ffn = layer_shapes(config, stack)
     head_dim = getattr(config, f"{stack}_embed_dim") // getattr(config, f"{stack}_attention_heads")
@@ -158,11 +153,9 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
 
 def _already_applied(config: Any, stack: str, name: str, value: Any) -> bool:
     """Training a pruned model again with the same flags must not prune it a second time."""
-    from layerdrop.pruning.keep import _as_items
-
     record = getattr(config, f"{stack}_pruned_units", None) or {}
     try:
-        return name in record and sorted(int(i) for i in _as_items(value)) == record[name]
+        return name in record and sorted(int(i) for i in as_items(value)) == record[name]
     except (TypeError, ValueError):
         return False
 

@@ -153,10 +153,10 @@ class ClassificationTask:
         tokens = pad_batch([self.train_ids[i] for i in indices], self.config.pad_id)
         return tokens, torch.tensor([self.train_labels[i] for i in indices])
 
-    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor], plan=None) -> TrainOutputs:
         tokens, labels = batch
-        logits = model.classify(tokens)
-        return TrainOutputs(head_loss(model.cfg, logits, labels), int(tokens.ne(self.config.pad_id).sum()), logits)
+        logits = model.classify(tokens, plan)
+        return TrainOutputs(head_loss(model.cfg, logits, labels), int(tokens.ne(self.config.pad_id).sum()), logits, len(labels))
 
     def validate(self, model: TransformerEncoderModel) -> dict[str, float] | None:
         """Dev metrics (MNLI: matched, then mismatched with an ``mm_`` prefix) and the GLUE score chosen by."""

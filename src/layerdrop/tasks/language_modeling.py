@@ -47,10 +47,11 @@ class LanguageModelingTask:
     def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         return random_batch(self.train_tokens, self.run.batch_size, self.context, generator, "train split")
 
-    def train_outputs(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+    def train_outputs(self, model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor], plan=None) -> TrainOutputs:
         inputs, targets = batch
-        logits, loss = model(inputs, targets)
-        return TrainOutputs(loss, targets.numel(), None if logits is None else logits.reshape(-1, logits.shape[-1]))
+        logits, loss = model(inputs, targets, plan=plan)
+        return TrainOutputs(loss, targets.numel(), None if logits is None else logits.reshape(-1, logits.shape[-1]),
+                            targets.numel())
 
     def validate(self, model: torch.nn.Module) -> dict[str, float] | None:
         if self.valid_tokens is None:

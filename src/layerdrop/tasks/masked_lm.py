@@ -87,22 +87,22 @@ class MaskedLMTask:
         return mask_tokens(tokens, self.config.mask_id, self.config.vocab_size, len(SPECIALS), generator,
                            self.run.mask_prob, special=tokens.lt(len(SPECIALS)))
 
-    def masked_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
+    def masked_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor], plan=None) -> TrainOutputs:
         inputs, targets = batch
-        hidden = model(inputs)
+        hidden = model(inputs, plan)
         chosen = targets.ne(IGNORE)
         if not chosen.any():  # tiny batches can draw no mask at all: nothing to learn from this one
-            return TrainOutputs(hidden.sum() * 0.0, 0, hidden.new_zeros(0, self.config.vocab_size))
+            return TrainOutputs(hidden.sum() * 0.0, 0, hidden.new_zeros(0, self.config.vocab_size), 0)
         logits = model.lm_head(hidden[chosen])
-        return TrainOutputs(F.cross_entropy(logits, targets[chosen]), int(chosen.sum()), logits)
+        return TrainOutputs(F.cross_entropy(logits, targets[chosen]), int(chosen.sum()), logits, int(chosen.sum()))
 
     def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         high = max(1, self.train_stream.numel() - self.block + 1)
         starts = torch.randint(0, high, (self.run.batch_size,), generator=generator)
         return self.mask(self.blocks(self.train_stream, starts), generator)
 
-    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor]) -> TrainOutputs:
-        return self.masked_outputs(model, batch)
+    def train_outputs(self, model: TransformerEncoderModel, batch: tuple[torch.Tensor, torch.Tensor], plan=None) -> TrainOutputs:
+        return self.masked_outputs(model, batch, plan)
 
     @torch.no_grad()
     def validate(self, model: TransformerEncoderModel) -> dict[str, float] | None:

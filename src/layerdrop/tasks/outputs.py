@@ -13,3 +13,4 @@ class TrainOutputs:
     loss: torch.Tensor  # mean over scored positions, what the optimizer minimises
     tokens: int  # tokens in the batch (for throughput)
     logits: torch.Tensor | None  # (scored positions, classes); None where the model never forms them (adaptive softmax)
+    count: int  # how many terms ``loss`` is the mean of (positions or examples): data-parallel ranks weigh by it

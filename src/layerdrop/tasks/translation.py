@@ -57,18 +57,18 @@ class TranslationTask:
         target = pad_batch([t + [cfg.eos_id] for t in tgt], cfg.pad_id)
         return src_tokens, prev, target
 
-    def loss(self, model: TransformerTranslation, src, prev, target, smoothing: float) -> TrainOutputs:
+    def loss(self, model: TransformerTranslation, src, prev, target, smoothing: float, plan=None) -> TrainOutputs:
         scored = target.ne(self.config.pad_id)
-        logits = model(src, prev)[scored]
+        logits = model(src, prev, plan)[scored]
         loss = F.cross_entropy(logits, target[scored], label_smoothing=smoothing)
-        return TrainOutputs(loss, int(scored.sum()), logits)
+        return TrainOutputs(loss, int(scored.sum()), logits, int(scored.sum()))
 
     def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         indices = self.sampler.batch(update)
         return self.batch([self.train_src[i] for i in indices], [self.train_tgt[i] for i in indices])
 
-    def train_outputs(self, model: TransformerTranslation, batch) -> TrainOutputs:
-        return self.loss(model, *batch, self.run.label_smoothing)
+    def train_outputs(self, model: TransformerTranslation, batch, plan=None) -> TrainOutputs:
+        return self.loss(model, *batch, self.run.label_smoothing, plan)
 
     @torch.no_grad()
     def validate(self, model: TransformerTranslation) -> dict[str, float] | None:
