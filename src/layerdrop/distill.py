@@ -31,17 +31,17 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
                     log_target=True, reduction="batchmean")
 
 
-def distill_backward(task: Any, model: torch.nn.Module, batch: Any, plan: dict,
+def distill_backward(forward: Callable[[dict | None], TrainOutputs], plan: dict,
                      weigh: Callable[[TrainOutputs], float] = lambda outputs: 1.0) -> tuple[TrainOutputs, float]:
-    """Backpropagate both passes of one update: the full depth (no plan) on the labels, then this update's
-    ``plan`` towards the full depth. Returns the full-depth outputs and the distillation loss. ``weigh``
-    gives the factor both losses are multiplied by before backward (a data-parallel rank's share of the
-    global batch, from the full-depth outputs)."""
-    full = task.train_outputs(model, batch)
+    """Backpropagate both passes of one update: ``forward(None)``, the full depth, on the labels, then
+    ``forward(plan)``, this update's sub-network, towards the full depth. Returns the full-depth outputs and
+    the distillation loss. ``weigh`` gives the factor both losses are multiplied by before backward (a
+    data-parallel rank's share of the global batch, from the full-depth outputs)."""
+    full = forward(None)
     weight = weigh(full)
     (full.loss * weight).backward()
     teacher = full.logits.detach()
-    student = task.train_outputs(model, batch, plan)
+    student = forward(plan)
     kd = distillation_loss(student.logits, teacher)
     (kd * weight).backward()
     return full, kd.item()

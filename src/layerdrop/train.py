@@ -32,7 +32,11 @@ from layerdrop.checkpoint import (
 from layerdrop.config import MAX_UPDATES, check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
 from layerdrop.distill import distill_backward
-from layerdrop.distributed import World, average_buffers, average_gradients, barrier, shard, weigher
+from layerdrop.distributed import World, all_sum, average_buffers, average_gradients, barrier, shard, weigher
+from layerdrop.parallelize import (
+    AMP_DTYPES, autocast, compile_layers, full_model_state, full_optimizer_state, is_sharded, load_full_optimizer_state,
+    local_part, shard_model,
+)
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
@@ -83,6 +87,11 @@ class TrainConfig:
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
     layerdrop_distill: bool = option(False, "in-place self-distillation: each update trains the full depth on the labels and "
                                             "this update's LayerDrop sub-network towards the full depth's predictions")
+    compile: bool = option(False, "torch.compile each layer (LayerDrop decisions stay outside the compiled graphs: "
+                                  "a new plan never recompiles)")
+    amp: str | None = option(None, "autocast the training forward pass: bf16 (weights and optimizer state stay float32)")
+    fsdp: bool = option(False, "under torchrun: shard parameters, gradients and optimizer state with FSDP2, one unit "
+                               "per layer (a skipped layer is gathered on no rank)")
     max_nonfinite_updates: int = option(1, "stop when this many updates in a row have a non-finite loss or gradient norm "
                                            "(each is skipped before the optimizer step; 1: stop at the first)")
 
@@ -114,6 +123,8 @@ class TrainConfig:
         if self.max_valid_steps is not None and self.max_valid_steps < 1:
             raise UserError(f"--max-valid-steps: got {self.max_valid_steps}; valid: a positive integer")
         parse_betas(self.adam_betas)
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise UserError(f"--amp: got {shorten(self.amp)}; valid: {', '.join(AMP_DTYPES)}")
         parse_fractions(self.split_fractions)
 
 @dataclass
@@ -241,7 +252,7 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return all(bool(torch.isfinite(local_part(p)).all()) for p in model.parameters())
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -290,6 +301,9 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                 + ", ".join(p.name for p in stale))
         recover_dir(save_dir / "checkpoint_last")
     barrier(world)
+    if run.fsdp and not world.parallel:
+        raise UserError("--fsdp: shards the model over data-parallel processes, and this is one process; valid: "
+                        "torchrun --nproc-per-node N (N >= 2) -m layerdrop train --fsdp ..., or no --fsdp")
     if world.parallel and run.batch_size < world.size:
         raise UserError(f"--batch-size {run.batch_size}: the global batch is split over {world.size} processes; "
                         f"valid: at least {world.size} (one row per process)")
@@ -334,11 +348,17 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
 
     # The best checkpoint is chosen by the task's metric: the loss, or for GLUE the task's official score.
     best_metric, higher_is_better = getattr(task, "selection", ("loss", False))
+    model_name, model_params = type(model).__name__, num_params(model)  # before sharding changes both
+    if run.compile:
+        compile_layers(model)
+    sharded = run.fsdp
+    if sharded:
+        shard_model(model)
     optimizer = make_optimizer(model, run.lr, run.weight_decay, parse_betas(run.adam_betas))
     start_update, best_valid = 0, None
     if trainer_state is not None:
         try:
-            optimizer.load_state_dict(trainer_state["optimizer"])
+            load_full_optimizer_state(model, optimizer, trainer_state["optimizer"], sharded)
         except (ValueError, KeyError) as error:
             raise UserError(f"{flag} {source}: its optimizer state does not fit the model ({error})") from None
         start_update = int(trainer_state["update"])
@@ -347,8 +367,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             best_valid = None  # stored for another metric (a run from before GLUE scores): the next validation decides
         log(f"| resuming at update {start_update}")
 
-    log(f"| model: {type(model).__name__}, vocab {config.vocab_size} ({tokenizer.kind})")
-    log(f"num. model params: {num_params(model)}")
+    log(f"| model: {model_name}, vocab {config.vocab_size} ({tokenizer.kind})")
+    log(f"num. model params: {model_params}")
     check_distill(run, config, model)
     for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill):
         log(line)
@@ -361,7 +381,11 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     if world.is_main:
         _truncate_log(log_path, start_update)
     if world.parallel:
-        log(f"| data parallel: {world.size} processes (gloo), {run.batch_size} rows per update in all")
+        log(f"| data parallel: {world.size} processes (gloo), {run.batch_size} rows per update in all"
+            + (", parameters sharded with FSDP2 (one unit per layer)" if sharded else ""))
+    if run.compile or run.amp:
+        log(f"| {'layers compiled with torch.compile' if run.compile else ''}"
+            f"{', ' if run.compile and run.amp else ''}{f'{run.amp} autocast' if run.amp else ''}")
     run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
     last_saved = start_update if trainer_state is not None and flag == "--save-dir" else None
@@ -376,17 +400,21 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
 
     def save(update: int, valid_score: float | None) -> None:
         nonlocal best_valid, last_saved
-        if not _all_finite(model):
+        finite = all_sum([float(not _all_finite(model))], world)[0] == 0  # shards: every rank must agree
+        if not finite:
             raise diverged(update, "the weights hold non-finite values")
         is_best = valid_score is not None and (best_valid is None or (
             valid_score > best_valid if higher_is_better else valid_score < best_valid))
         if is_best:
             best_valid = valid_score
         last_saved = update
-        if not world.is_main:  # every rank holds the same weights; one writes them
+        if not (world.is_main or sharded):
             return
-        state = {"update": update, "optimizer": optimizer.state_dict(), "best_valid_loss": best_valid, "best_metric": best_metric}
-        written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, model.state_dict(), tokenizer, state, run_json)
+        weights, optimizer_state = full_model_state(model, sharded), full_optimizer_state(model, optimizer, sharded)
+        if not world.is_main:  # every rank took part in gathering the shards; one writes them
+            return
+        state = {"update": update, "optimizer": optimizer_state, "best_valid_loss": best_valid, "best_metric": best_metric}
+        written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, weights, tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_score is not None:
             publish_copy(written, save_dir / f"checkpoint_{update}")
             _prune_old_checkpoints(save_dir, run.keep_interval_updates)
@@ -416,22 +444,28 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                 group["lr"] = lr
             try:
                 batch = shard(task.train_batch(batch_rng, update), world)  # every rank builds the global batch
+                def forward(plan_):
+                    with autocast(run.amp):
+                        return task.train_outputs(model, batch, plan_)
+
                 if run.layerdrop_distill:
-                    out, distill_loss = distill_backward(task, model, batch, plan, weigh)
+                    out, distill_loss = distill_backward(forward, plan, weigh)
                 else:
-                    out, distill_loss = task.train_outputs(model, batch, plan), None
+                    out, distill_loss = forward(plan), None
                     (out.loss * weigh(out)).backward()
             except RuntimeError as error:
                 if not _out_of_memory(error):
                     raise
                 raise UserError(f"--batch-size {run.batch_size}: out of memory at update {update + 1} "
                                 f"({shorten(str(error), 120)}); valid: a smaller --batch-size or model") from None
-            average_gradients(parameters, world)
+            if not sharded:  # FSDP2 reduces the gradients itself
+                average_gradients(parameters, world)
             train_loss, tokens = weigh.last["loss"], weigh.last["tokens"]
             # One process stops at the end of the update a signal came in; ranks agree on the update through weigh.
             stopping = weigh.last["stop"] or (not world.parallel and stop.received is not None)
             # The norm is measured even without clipping: a non-finite one must never reach the optimizer.
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, run.clip_norm if run.clip_norm > 0 else math.inf).item()
+            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, run.clip_norm if run.clip_norm > 0 else math.inf)
+            grad_norm = (grad_norm.full_tensor() if is_sharded(grad_norm) else grad_norm).item()
             finite = math.isfinite(train_loss) and math.isfinite(grad_norm)
             if finite:
                 optimizer.step()
