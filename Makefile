@@ -28,6 +28,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/nanogpt_quality.py
+	$(PY) benchmarks/ddp_speed.py
+	$(PY) benchmarks/pruned_inference.py
 
 # Long task studies on ../shared/data (about an hour each on 2 cores; see README).
 bench-tasks: $(STAMP)

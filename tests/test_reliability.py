@@ -201,10 +201,12 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_training(corpus_dir
     assert not (tmp_path / "run").exists()
 
 
-def test_a_multi_process_launch_is_refused_rather_than_racing_for_the_save_dir(corpus_dir, tmp_path, capsys, monkeypatch):
+def test_a_world_size_without_torchrun_is_refused_rather_than_racing_for_the_save_dir(corpus_dir, tmp_path, capsys,
+                                                                                      monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
     assert main(_train(corpus_dir, tmp_path / "run", "--max-update", "3")) == 2
-    assert "WORLD_SIZE is '2'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert "WORLD_SIZE is 2 but MASTER_ADDR is not set" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 def test_after_reset_optimizer_rotation_removes_the_oldest_checkpoints_not_the_new_ones(corpus_dir, tmp_path, capsys):
