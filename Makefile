@@ -30,6 +30,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/nanogpt_quality.py
 	$(PY) benchmarks/ddp_speed.py
 	$(PY) benchmarks/pruned_inference.py
+	@if $(PY) -c "import transformers" 2>/dev/null; then $(PY) benchmarks/hf_speed.py; \
+	else echo "hf_speed: skipped, transformers is not installed (pip install -e '.[bench]')"; fi
+	@if [ -n "$(NANOGPT_DIR)" ]; then $(PY) benchmarks/nanogpt_speed.py --nanogpt "$(NANOGPT_DIR)"; \
+	else echo "nanogpt_speed: skipped, set NANOGPT_DIR to a clone of https://github.com/karpathy/nanoGPT"; fi
+	$(PY) benchmarks/table.py
 
 # Long task studies on ../shared/data (about an hour each on 2 cores; see README).
 bench-tasks: $(STAMP)

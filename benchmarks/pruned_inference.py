@@ -7,7 +7,11 @@ the straight line through the measured 1-layer and full-depth times,
     ideal(d) = t(1) + (t(L) - t(1)) (d - 1) / (L - 1),
 
 that is, the layers cost in proportion to their number and everything else (embeddings, output layer,
-sampling) stays. Reported: time relative to full depth, ideal relative time, and measured / ideal.
+sampling) stays. Reported: time relative to full depth, ideal relative time, and measured / ideal. The
+target is measured / ideal at most 1.10: a pruned model carries no cost of the layers it lost. Below 1 is
+not a fault: one-token generation steps are bound by reading the weights, and a pruned model's weights fit
+in the CPU's caches where the full model's do not (16 layers: 50 MB of float32, 4 layers: 13 MB; the
+machine of the README has 32 MB of L3).
 
 Writes benchmarks/results/pruned_inference.json. Usage: python benchmarks/pruned_inference.py [--rounds 5]
 """
@@ -87,8 +91,8 @@ def main() -> None:
     result = {"benchmark": "pruned_inference", "model": CONFIG, "forward_batch": [BATCH, CONFIG["tokens_per_sample"]],
               "generated_tokens": NEW_TOKENS, "rounds": args.rounds, "rows": rows,
               "one_layer_ms": {name: 1000 * seconds[name, 1] / args.rounds for name in measures},
-              "target": "measured within 10 % of the ideal ratio",
-              "target_met": all(abs(r["measured_over_ideal"] - 1) <= 0.10 for r in rows),
+              "target": "measured / ideal at most 1.10 (no more than 10 % slower than the ideal ratio)",
+              "target_met": all(r["measured_over_ideal"] <= 1.10 for r in rows),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

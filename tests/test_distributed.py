@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,9 +22,10 @@ MODEL = ["--decoder-layers", "4", "--decoder-embed-dim", "32", "--decoder-ffn-em
          "--warmup-updates", "2", "--no-progress-bar", "--max-valid-steps", "2", "--weight-decay", "0.5"]
 
 
-def torchrun(*args: str, timeout: float = 240, check: bool = True, **popen) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "-m", "layerdrop", *args]
+def torchrun(*args: str, timeout: float = 240, check: bool = True, script: bool = False) -> subprocess.CompletedProcess:
+    """``torchrun -m layerdrop ARGS`` (``script``: the ``layerdrop`` console script instead of ``-m``)."""
+    program = [str(Path(sys.executable).parent / "layerdrop")] if script else ["-m", "layerdrop"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *program, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if check:
@@ -73,10 +75,10 @@ def test_two_processes_train_the_weights_one_process_trains(tmp_path, corpus, on
         assert b[1] == pytest.approx(a[1], rel=1e-5)
 
 
-def test_two_hundred_updates_at_half_rate_finish(tmp_path, corpus_dir):
+def test_two_hundred_updates_at_half_rate_finish_under_the_console_script(tmp_path, corpus_dir):
     save = tmp_path / "long"
     torchrun("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "200", "--batch-size", "2",
-             "--validate-interval-updates", "100", *MODEL, timeout=300)
+             "--validate-interval-updates", "100", *MODEL, timeout=300, script=True)
     logged = losses(save)
     assert [r[0] for r in logged] == list(range(1, 201)) and len({r[2] for r in logged}) > 2
 

@@ -1,0 +1,102 @@
+"""Does decoder LayerDrop's full-depth cost on translation shrink when training runs to a plateau?
+
+The study's translation setting (``fig2_translation.py``) trains 700 updates of 64 pairs: 1.5 epochs of
+Multi30k, far from a plateau. docs/layerdrop_at_short_budgets.md found that LayerDrop delays the moment the
+decoder learns to read the source; if that is a delay and not a lasting cost, a budget five times longer
+should close most of the full-depth gap, and LayerDrop's regularisation may even help on a corpus this
+small. This script trains the same models with the same flags for 3500 updates (7.7 epochs), the learning
+rate schedule stretched to the new budget, and measures:
+
+- validation loss (nats per target token, no label smoothing) every 350 updates, for the curves;
+- test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6 and at 3
+  layers (every other one kept).
+
+Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
+stopped and a scored run is read back, not rerun. Results: docs/results/translation_budget.json.
+
+    python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2]   # about an hour per pair
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from diagnose_translation import BASE
+from study import RESULTS, RUNS, keep_list, number
+
+MAX_UPDATE = 3500
+VALIDATE_EVERY = 350
+LONG = [*BASE, "--max-update", str(MAX_UPDATE), "--validate-interval-updates", str(VALIDATE_EVERY)]
+# name -> (seed, decoder layers, extra flags); flags given later override BASE's (argparse keeps the last).
+VARIANTS: dict[str, tuple[int, int, list[str]]] = {
+    "s2_p0.0": (2, 6, ["--decoder-layerdrop", "0.0"]),
+    "s2_p0.2": (2, 6, ["--decoder-layerdrop", "0.2"]),
+    "s2_p0.2_warmup350": (2, 6, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350"]),
+    "s2_scratch3": (2, 3, ["--decoder-layerdrop", "0.0"]),
+}
+RUN_DIR = RUNS / "translation_budget"
+RESULT = RESULTS / "translation_budget.json"
+
+
+def run_one(name: str) -> dict:
+    seed, layers, flags = VARIANTS[name]
+    out_dir = RUN_DIR / name
+    log = RUN_DIR / f"{name}.out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scores_file = out_dir / "bleu.json"
+    command = [sys.executable, "-m", "layerdrop", "train", "--save-dir", str(out_dir), "--seed", str(seed), *LONG,
+               "--decoder-layers", str(layers), *flags]
+    if not scores_file.exists():
+        with open(log, "a") as out:
+            subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=True)
+    scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
+    for depth in sorted({layers, 3}, reverse=True):
+        if str(depth) in scores:
+            continue
+        keep = [] if depth == layers else ["--decoder-layers-to-keep", keep_list(layers, depth)]
+        proc = subprocess.run([sys.executable, "-m", "layerdrop", "eval", "--path", str(out_dir / "checkpoint_last"),
+                               "--split", "test", "--beam", "5", "--batch-size", "64", *keep],
+                              capture_output=True, text=True, env=env, check=True)
+        scores[str(depth)] = number(r"BLEU =", proc.stdout + proc.stderr)
+        tmp = scores_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(scores) + "\n")
+        os.replace(tmp, scores_file)
+    valid = {m.group(1): float(m.group(2)) for m in re.finditer(r"valid at update (\d+): loss ([\d.]+)", log.read_text())}
+    return {"seed": seed, "decoder_layers": layers, "flags": flags, "command": command[1:], "valid": valid,
+            "test_bleu": scores}
+
+
+def write(results: dict) -> None:
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULT.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, RESULT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--only: unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    RUN_DIR.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULT.read_text()) if RESULT.exists() else {"max_update": MAX_UPDATE, "runs": {}}
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        for name, record in zip(names, pool.map(run_one, names)):
+            results["runs"][name] = record
+            write(results)
+            print(f"{name}: valid {record['valid']} test BLEU {record['test_bleu']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
