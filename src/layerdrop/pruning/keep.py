@@ -37,6 +37,21 @@ def every_other(num_layers: int, depth: int) -> list[int]:
     return [int(i * step) for i in range(depth)]
 
 
+def keep_layer_entries(state_dict: Mapping[str, Any], prefix: str, kept: Sequence[int]) -> dict[str, Any]:
+    """The entries of the layers ``kept`` (sorted, distinct) under ``<prefix>.N.``, renumbered from 0 in order;
+    every key outside that list passes through. Shared by our checkpoints and Hugging Face models."""
+    renumber = {old: new for new, old in enumerate(kept)}
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.+)$")
+    pruned: dict[str, Any] = {}
+    for key, value in state_dict.items():
+        match = pattern.match(key)
+        if match is None:
+            pruned[key] = value
+        elif int(match.group(1)) in renumber:
+            pruned[f"{prefix}.{renumber[int(match.group(1))]}.{match.group(2)}"] = value
+    return pruned
+
+
 def prune_state_dict(
     config: Any, state_dict: Mapping[str, torch.Tensor], keep: Mapping[str, Sequence[int]]
 ) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -46,16 +61,7 @@ def prune_state_dict(
     for stack, indices in keep.items():
         num_layers = getattr(config, f"{stack}_layers")
         kept = parse_layers_to_keep(indices, num_layers, flag_name(f"{stack}_layers_to_keep"))
-        renumber = {old: new for new, old in enumerate(kept)}
-        pattern = re.compile(rf"^{stack}\.layers\.(\d+)\.(.+)$")
-        pruned: dict[str, torch.Tensor] = {}
-        for key, tensor in new_state.items():
-            match = pattern.match(key)
-            if match is None:
-                pruned[key] = tensor
-            elif int(match.group(1)) in renumber:
-                pruned[f"{stack}.layers.{renumber[int(match.group(1))]}.{match.group(2)}"] = tensor
-        new_state = pruned
+        new_state = keep_layer_entries(new_state, f"{stack}.layers", kept)
         origin = getattr(config, f"{stack}_kept_layers", None) or list(range(num_layers))
         # Per-layer facts (heads and FFN width after unit pruning) follow their layers.
         per_layer = {name: [values[i] for i in kept] for name in (f"{stack}_layer_heads", f"{stack}_layer_ffn_dims")
