@@ -106,30 +106,32 @@ def test_generation_with_the_kv_cache_after_pruning_equals_the_uncached_model(fa
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "bart", "bert"])
-def test_save_pretrained_loads_in_plain_transformers_without_layerdrop(family, tmp_path):
-    model = tiny(family)
-    apply_layerdrop(model, p=0.5)
-    remove_layerdrop(model)
-    pruned = prune(model, {"decoder": [1, 3]} if family == "bart" else [1, 3])
-    pruned.save_pretrained(tmp_path)
-    batch = inputs(family)
-    with torch.no_grad():
-        want = pruned(**batch).logits
-    torch.save({"batch": batch, "logits": want}, tmp_path / "expected.pt")
+def test_save_pretrained_loads_in_plain_transformers_without_layerdrop(tmp_path):
+    cases = []
+    for family in ("llama", "bart", "bert"):
+        model = tiny(family)
+        apply_layerdrop(model, p=0.5)
+        remove_layerdrop(model)
+        pruned = prune(model, {"decoder": [1, 3]} if family == "bart" else [1, 3])
+        pruned.save_pretrained(tmp_path / family)
+        batch = inputs(family)
+        with torch.no_grad():
+            torch.save({"batch": batch, "logits": pruned(**batch).logits}, tmp_path / family / "expected.pt")
+        cases.append((type(pruned).__name__, str(tmp_path / family)))
+        saved = json.loads((tmp_path / family / "config.json").read_text())
+        assert saved["layerdrop_kept_layers"] == {"encoder" if family == "bert" else "decoder": [1, 3]}
     script = f"""
 import sys, torch
 sys.modules["layerdrop"] = None  # any import of layerdrop now fails
 import transformers
-model = transformers.{type(pruned).__name__}.from_pretrained({str(tmp_path)!r}).eval()
-expected = torch.load({str(tmp_path / "expected.pt")!r})
-with torch.no_grad():
-    got = model(**expected["batch"]).logits
-torch.testing.assert_close(got, expected["logits"], rtol=1e-5, atol=1e-5)
+for name, path in {cases!r}:
+    model = getattr(transformers, name).from_pretrained(path).eval()
+    expected = torch.load(path + "/expected.pt")
+    with torch.no_grad():
+        got = model(**expected["batch"]).logits
+    torch.testing.assert_close(got, expected["logits"], rtol=1e-5, atol=1e-5)
 """
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
-    saved = json.loads((tmp_path / "config.json").read_text())
-    assert saved["layerdrop_kept_layers"] == {"encoder" if family == "bert" else "decoder": [1, 3]}
 
 
 @pytest.mark.parametrize("family", ["gpt2", "roberta", "opt", "bart"])
@@ -241,3 +243,80 @@ def test_the_trainer_under_torchrun_ddp_drops_the_same_layers_on_every_rank(tmp_
     assert any(not all(step) for step in ranks[0]["ran"])
     for name, value in ranks[0]["checksum"].items():  # the ranks' weights stayed equal
         assert ranks[1]["checksum"][name] == pytest.approx(value, rel=1e-6, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A 4-layer random Llama-style model and a BPE tokenizer, written as the README's example writes them."""
+    import importlib.util
+
+    from layerdrop.data.corpus import embedded_text
+
+    root = tmp_path_factory.mktemp("hf_model")
+    text = embedded_text()
+    (root / "train.txt").write_text(text[:40_000])
+    (root / "valid.txt").write_text(text[-12_000:])
+    spec = importlib.util.spec_from_file_location("example", Path(__file__).parents[1] / "examples" / "hf_llama_layerdrop.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.write_tiny(str(root / "train.txt"), str(root / "model"), layers=4, width=32, vocab=300)
+    return root
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``layerdrop hf ARGS`` in this process (transformers is imported once for the whole file)."""
+    import contextlib
+    import io
+
+    from layerdrop.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["hf", *args])
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def test_cli_prune_writes_a_model_plain_transformers_loads_with_its_tokenizer(model_dir):
+    out = model_dir / "pruned"
+    proc = cli("prune", "--model", str(model_dir / "model"), "--layers-to-keep", "0,3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "original layers kept {'decoder': [0, 3]}" in proc.stdout
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 2 and len(model.model.layers) == 2
+    assert transformers.AutoTokenizer.from_pretrained(out)("To be")["input_ids"]
+    again = cli("prune", "--model", str(model_dir / "model"), "--layers-to-keep", "0", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    bad = cli("prune", "--model", str(model_dir / "model"), "--layers-to-keep", "0,9", "--out", str(model_dir / "bad"))
+    assert bad.returncode == 2 and "--layers-to-keep: got '0,9'" in bad.stderr and not (model_dir / "bad").exists()
+
+
+def test_cli_select_search_finds_the_best_subset_the_scorer_sees(model_dir):
+    from layerdrop.integrations.hf.scoring import TextScorer
+
+    proc = cli("select", "--model", str(model_dir / "model"), "--depth", "2", "--strategy", "search", "--data",
+               str(model_dir / "valid.txt"), "--max-valid-steps", "2", "--out", str(model_dir / "select.json"))
+    assert proc.returncode == 0, proc.stderr
+    chosen = json.loads((model_dir / "select.json").read_text())
+    scorer = TextScorer(str(model_dir / "model"), str(model_dir / "valid.txt"), max_valid_steps=2)
+    scores = {keep: scorer.score(keep) for keep in [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]}
+    best = min(scores, key=scores.get)
+    assert chosen["keep"] == list(best) and chosen["score"] == pytest.approx(scores[best], rel=1e-5)
+    assert chosen["subsets_scored"] == 6
+
+
+def test_cli_sweep_writes_table_json_and_png(model_dir):
+    out = model_dir / "sweep"
+    proc = cli("sweep", "--model", str(model_dir / "model"), "--depths", "4,2,1", "--data", str(model_dir / "valid.txt"),
+               "--max-valid-steps", "1", "--strategy", "block-influence", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [p["depth"] for p in result["runs"][0]["points"]] == [4, 2, 1] and out.with_suffix(".png").stat().st_size > 0
+    assert "4 layers" in proc.stdout
+
+
+def test_cli_without_transformers_says_how_to_install(model_dir):
+    script = ("import sys; sys.modules['transformers'] = None\nfrom layerdrop.cli import main\n"
+              f"sys.exit(main(['hf', 'prune', '--model', {str(model_dir / 'model')!r}, '--layers-to-keep', '0', "
+              f"'--out', {str(model_dir / 'never')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2 and "pip install 'layerdrop[hf]'" in proc.stderr and "Traceback" not in proc.stderr

@@ -326,11 +326,26 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hf(module: str):
+    """A module of the Hugging Face integration, or one clear message when transformers is missing."""
+    import importlib
+
+    try:
+        import transformers
+    except ImportError as error:
+        raise UserError(f"needs transformers ({error}); valid: pip install 'layerdrop[hf]'") from None
+    transformers.utils.logging.disable_progress_bar()  # one line per result, as the native commands print
+    return importlib.import_module(f"layerdrop.integrations.hf.{module}")
+
+
 def _scorer(args: argparse.Namespace, path: str):
     from layerdrop.analysis.scoring import Scorer
 
     _positive(args.batch_size, "--batch-size")
     _positive(args.max_valid_steps, "--max-valid-steps")
+    if getattr(args, "hf", False):
+        _positive(args.block_size, "--block-size")
+        return _hf("scoring").TextScorer(path, args.data, args.stack, args.block_size, args.batch_size, args.max_valid_steps)
     return Scorer(path, args.data, args.batch_size, args.max_valid_steps, args.stack, keep_flags(args))
 
 
@@ -364,7 +379,12 @@ def _cmd_select(args: argparse.Namespace) -> int:
         [[args.strategy + (f" ({method})" if method else ""), selection.depth, ",".join(map(str, selection.keep)),
           f"{selection.score:.4f}", f"{full:.4f}", selection.evaluated or "-"]],
     )
-    print(f"| keep with: --{scorer.stack}-layers-to-keep {','.join(map(str, selection.keep))}")
+    kept = ",".join(map(str, selection.keep))
+    if getattr(args, "hf", False):
+        flag = "--layers-to-keep" if scorer.describe()["model_type"] != "bart" else f"--{scorer.stack}-layers-to-keep"
+        print(f"| keep with: layerdrop hf prune --model {args.path} {flag} {kept} --out DIR")
+    else:
+        print(f"| keep with: --{scorer.stack}-layers-to-keep {kept}")
     if args.out:
         result = {**scorer.describe(), "strategy": args.strategy, "depth": selection.depth, "keep": selection.keep,
                   "score": selection.score, "full_depth_score": full, "subsets_scored": selection.evaluated,
@@ -540,7 +560,47 @@ def build_parser() -> argparse.ArgumentParser:
     _analysis_flags(p)
     p.add_argument("--out", default="importance", help="writes OUT.json and OUT.png (default: importance)")
     p.set_defaults(func=_cmd_importance)
+    _hf_commands(commands)
     return parser
+
+
+def _hf_commands(commands) -> None:
+    """``layerdrop hf prune|select|sweep``: the same analyses on Hugging Face model directories."""
+    p = commands.add_parser("hf", help="Hugging Face models: prune, select, sweep (pip install 'layerdrop[hf]')")
+    hf = p.add_subparsers(dest="hf_command", required=True, parser_class=_Parser)
+
+    def scoring_flags(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--data", required=True, help="UTF-8 text file scored with the model's own tokenizer")
+        q.add_argument("--stack", choices=("decoder", "encoder"), default=None,
+                       help="which stack to prune (default: the decoder; BERT and RoBERTa: the encoder)")
+        q.add_argument("--block-size", type=int, default=None, help="tokens per scored block (default: 128 or the model's positions)")
+        q.add_argument("--batch-size", type=int, default=None, help="blocks per batch (default: 8)")
+        q.add_argument("--max-valid-steps", type=int, default=None, help="score on at most this many batches")
+        q.set_defaults(hf=True)
+
+    q = hf.add_parser("prune", help="write a model directory (save_pretrained) holding only the kept layers")
+    q.add_argument("--model", required=True, help="model directory (save_pretrained)")
+    q.add_argument("--layers-to-keep", default=None, help="e.g. 0,2,4 (single-stack models)")
+    q.add_argument("--encoder-layers-to-keep", default=None, help="encoder-decoders: the encoder's keep list")
+    q.add_argument("--decoder-layers-to-keep", default=None, help="encoder-decoders: the decoder's keep list")
+    q.add_argument("--out", required=True, help="new directory for the pruned model (and a copy of the tokenizer)")
+    q.set_defaults(func=lambda args: _hf("cli").prune_command(args))
+
+    q = hf.add_parser("select", help="choose K layers to keep with a pruning strategy, scored on --data")
+    q.add_argument("--model", dest="path", required=True, help="model directory (save_pretrained, with its tokenizer)")
+    q.add_argument("--depth", type=int, required=True, help="number of layers to keep")
+    _strategy_flags(q, None)
+    scoring_flags(q)
+    q.add_argument("--out", default=None, help="also write the selection to this JSON file")
+    q.set_defaults(func=_cmd_select)
+
+    q = hf.add_parser("sweep", help="loss on --data against depth for one or more models (table, JSON, PNG)")
+    q.add_argument("--model", dest="path", required=True, action="append", help="model directory (repeat to compare several)")
+    q.add_argument("--depths", required=True, help="depths to score, e.g. 12,8,6,4")
+    _strategy_flags(q, "every-other")
+    scoring_flags(q)
+    q.add_argument("--out", default="sweep", help="writes OUT.json and OUT.png (default: sweep)")
+    q.set_defaults(func=_cmd_sweep)
 
 
 def main(argv: list[str] | None = None) -> int:

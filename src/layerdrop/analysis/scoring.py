@@ -89,6 +89,10 @@ class Scorer:
         model = build_model(config, dict(state_dict), self.ckpt.model_type, f"--path {self.path}", log=lambda _: None)
         return model.eval()
 
+    def layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
+        """The scored stack's layer list inside ``model``."""
+        return getattr(model, self.stack).layers
+
     def evaluate(self, model: torch.nn.Module) -> float:
         metrics = self.task.validate(model)
         if metrics is None:

@@ -84,7 +84,10 @@ def angular_keep(distances: Sequence[float], num_layers: int, depth: int) -> tup
 
 
 def select_layers(scorer: Scorer, depth: int, strategy: str, budget: int = 256, beam: int = 1) -> Selection:
-    """Choose ``depth`` layers of the scorer's stack with ``strategy`` and score them on the validation set."""
+    """Choose ``depth`` layers of the scorer's stack with ``strategy`` and score them on the validation set.
+
+    ``scorer`` is a :class:`Scorer` or anything with its interface (the Hugging Face one:
+    :class:`layerdrop.integrations.hf.scoring.TextScorer`)."""
     if strategy not in STRATEGIES:
         raise UserError(f"--strategy: got {strategy!r}; valid: {', '.join(STRATEGIES)}")
     num_layers = scorer.num_layers
@@ -101,17 +104,17 @@ def select_layers(scorer: Scorer, depth: int, strategy: str, budget: int = 256, 
         evaluated = scorer.evaluations - before
         details["method"] = method
     elif strategy == "learned":
-        if not getattr(scorer.config, f"{scorer.stack}_learned_gates", False):
+        if not getattr(getattr(scorer, "config", None), f"{scorer.stack}_learned_gates", False):
             raise UserError(f"--strategy learned: {scorer.path} has no learned gates in its {scorer.stack}; "
                             f"valid: a checkpoint trained with --{scorer.stack}-learned-gates")
-        layers = getattr(scorer.model(), scorer.stack).layers
+        layers = scorer.layers(scorer.model())
         with torch.no_grad():
             scores = [float(layer.gate.score()) for layer in layers]
         keep = learned_keep(scores, depth)
         details["gate_scores"] = scores
     else:
         full = scorer.model()
-        layers = getattr(full, scorer.stack).layers
+        layers = scorer.layers(full)
         similarity = measure_similarity(full, layers, scorer.task.validate)
         if strategy == "block-influence":
             influence = similarity.block_influence()
