@@ -6,8 +6,10 @@
     layerdrop hf sweep --model runs/hf_ld --model runs/hf_base --depths 8,6,4,2 --data valid.txt --out hf_sweep
     layerdrop hf prune --model runs/hf_ld --layers-to-keep 0,2,4,6 --out runs/hf_ld_half
 
-    # no hub here: a tiny randomly initialised Llama-style model and a BPE tokenizer trained on the text
-    python examples/hf_llama_layerdrop.py tiny --data train.txt --out runs/hf_tiny
+    # no hub here: Tiny Shakespeare as train.txt / valid.txt, then a tiny randomly initialised Llama-style
+    # model and a BPE tokenizer trained on the text
+    python examples/hf_llama_layerdrop.py text --out runs/hf_text
+    python examples/hf_llama_layerdrop.py tiny --data runs/hf_text/train.txt --out runs/hf_tiny
 
 Training is the Hugging Face Trainer with layerdrop's plans (``LayerDropCallback``), so it runs in one
 process or under ``torchrun`` unchanged. The model is saved without any trace of LayerDrop: plain
@@ -80,9 +82,23 @@ def train(model_dir: str, data: str, p: float, out: str, max_steps: int, batch_s
         print(f"wrote {out} (trained {max_steps} steps with LayerDrop p = {p})")
 
 
+def write_text(out: str) -> None:
+    """The embedded Tiny Shakespeare, the first 90 % as train.txt and the rest as valid.txt."""
+    from layerdrop.data.corpus import embedded_text
+
+    text = embedded_text()
+    cut = int(len(text) * 0.9)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "train.txt").write_text(text[:cut], encoding="utf-8")
+    (Path(out) / "valid.txt").write_text(text[cut:], encoding="utf-8")
+    print(f"wrote {out}/train.txt ({cut:,} characters) and {out}/valid.txt ({len(text) - cut:,})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    q = commands.add_parser("text", help="write Tiny Shakespeare as OUT/train.txt and OUT/valid.txt")
+    q.add_argument("--out", required=True)
     q = commands.add_parser("tiny", help="write a tiny random Llama-style model and a tokenizer trained on --data")
     q.add_argument("--data", required=True)
     q.add_argument("--out", required=True)
@@ -98,7 +114,9 @@ def main() -> None:
     q.add_argument("--block", type=int, default=128)
     q.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    if args.command == "tiny":
+    if args.command == "text":
+        write_text(args.out)
+    elif args.command == "tiny":
         write_tiny(args.data, args.out, args.layers)
     else:
         train(args.model, args.data, args.p, args.out, args.max_steps, args.batch_size, args.lr, args.block, args.seed)

@@ -320,3 +320,23 @@ def test_cli_without_transformers_says_how_to_install(model_dir):
               f"'--out', {str(model_dir / 'never')!r}]))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 2 and "pip install 'layerdrop[hf]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # the method's name changes in transformers 6
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_layerdrop_with_gradient_checkpointing_gives_the_same_gradients(reentrant):
+    batch = inputs("llama")
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny("llama")
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
+        apply_layerdrop(model, p=0.5, seed=3)
+        model.train()
+        model(**batch, labels=batch["input_ids"], use_cache=False).loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert sum(g is None for g in grads[0]) > 0
+    for plain, checkpointed in zip(*grads):
+        assert (plain is None) == (checkpointed is None)
+        if plain is not None:
+            torch.testing.assert_close(plain, checkpointed, rtol=1e-5, atol=1e-6)
