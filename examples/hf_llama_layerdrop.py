@@ -43,10 +43,10 @@ def write_tiny(data: str, out: str, layers: int = 8, width: int = 128, vocab: in
                                       max_position_embeddings=256, bos_token_id=fast.bos_token_id,
                                       eos_token_id=fast.eos_token_id, tie_word_embeddings=True)
     torch.manual_seed(0)
-    transformers.LlamaForCausalLM(config).save_pretrained(out)
+    model = transformers.LlamaForCausalLM(config)
+    model.save_pretrained(out)
     fast.save_pretrained(out)
-    print(f"wrote a {layers}-layer Llama ({sum(p.numel() for p in transformers.LlamaForCausalLM(config).parameters()):,} "
-          f"parameters) and its tokenizer to {out}")
+    print(f"wrote a {layers}-layer Llama ({sum(p.numel() for p in model.parameters()):,} parameters) and its tokenizer to {out}")
 
 
 class TextBlocks(torch.utils.data.Dataset):

@@ -238,7 +238,8 @@ def test_the_trainer_under_torchrun_ddp_drops_the_same_layers_on_every_rank(tmp_
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["world"] == 2
+    assert ranks[0]["world"] == 2 and ranks[0]["distributed"] and ranks[0]["ddp"] == "DistributedDataParallel"
+    assert ranks[0]["first_tokens"] != ranks[1]["first_tokens"]  # the ranks trained on different batches
     assert ranks[0]["ran"] == ranks[1]["ran"] and len(ranks[0]["ran"]) == 8
     assert any(not all(step) for step in ranks[0]["ran"])
     for name, value in ranks[0]["checksum"].items():  # the ranks' weights stayed equal
@@ -340,3 +341,17 @@ def test_layerdrop_with_gradient_checkpointing_gives_the_same_gradients(reentran
         assert (plain is None) == (checkpointed is None)
         if plain is not None:
             torch.testing.assert_close(plain, checkpointed, rtol=1e-5, atol=1e-6)
+
+
+def test_remove_layerdrop_puts_back_forwards_and_the_family_rates():
+    model = tiny("bart")
+    decoder = model.model.decoder
+    own = decoder.layers[1].forward
+    decoder.layers[1].forward = lambda *args, **kwargs: own(*args, **kwargs)  # as accelerate's device maps do
+    theirs = decoder.layers[1].__dict__["forward"]
+    apply_layerdrop(model, p=0.5)
+    assert model.config.decoder_layerdrop == 0.0 and decoder.layerdrop == 0.0
+    remove_layerdrop(model)
+    assert model.config.decoder_layerdrop == 0.3 and decoder.layerdrop == 0.3 and model.config.encoder_layerdrop == 0.3
+    assert decoder.layers[1].__dict__["forward"] is theirs and "forward" not in decoder.layers[0].__dict__
+    assert model._layerdrop is None

@@ -439,11 +439,12 @@ def _analysis_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-valid-steps", type=int, default=None, help="score on at most this many validation batches")
 
 
-def _strategy_flags(parser: argparse.ArgumentParser, default: str | None) -> None:
+def _strategy_flags(parser: argparse.ArgumentParser, default: str | None, learned: bool = True) -> None:
     from layerdrop.analysis.strategies import STRATEGIES
 
-    parser.add_argument("--strategy", choices=STRATEGIES, default=default, required=default is None,
-                        help="every-other, search (on the validation set), learned, block-influence or angular")
+    choices = [s for s in STRATEGIES if learned or s != "learned"]  # Hugging Face models have no learned gates
+    parser.add_argument("--strategy", choices=choices, default=default, required=default is None,
+                        help=f"{', '.join(choices[:-1])} or {choices[-1]} (search: on the validation set)")
     parser.add_argument("--budget", type=int, default=256, help="search: score every subset while there are at most this many")
     parser.add_argument("--search-beam", type=int, default=1, help="search beyond the budget: beam width (1: greedy)")
 
@@ -589,7 +590,7 @@ def _hf_commands(commands) -> None:
     q = hf.add_parser("select", help="choose K layers to keep with a pruning strategy, scored on --data")
     q.add_argument("--model", dest="path", required=True, help="model directory (save_pretrained, with its tokenizer)")
     q.add_argument("--depth", type=int, required=True, help="number of layers to keep")
-    _strategy_flags(q, None)
+    _strategy_flags(q, None, learned=False)
     scoring_flags(q)
     q.add_argument("--out", default=None, help="also write the selection to this JSON file")
     q.set_defaults(func=_cmd_select)
@@ -597,7 +598,7 @@ def _hf_commands(commands) -> None:
     q = hf.add_parser("sweep", help="loss on --data against depth for one or more models (table, JSON, PNG)")
     q.add_argument("--model", dest="path", required=True, action="append", help="model directory (repeat to compare several)")
     q.add_argument("--depths", required=True, help="depths to score, e.g. 12,8,6,4")
-    _strategy_flags(q, "every-other")
+    _strategy_flags(q, "every-other", learned=False)
     scoring_flags(q)
     q.add_argument("--out", default="sweep", help="writes OUT.json and OUT.png (default: sweep)")
     q.set_defaults(func=_cmd_sweep)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +23,8 @@ def keep_request(args: argparse.Namespace, stacks: list[str]) -> dict:
     keep = {s: v for s, v in (("encoder", args.encoder_layers_to_keep), ("decoder", args.decoder_layers_to_keep))
             if v is not None}
     if args.layers_to_keep is not None:
+        if keep:
+            raise UserError("--layers-to-keep: given with a per-stack keep list; valid: one or the other")
         if len(stacks) > 1:
             raise UserError(f"--layers-to-keep: the model has {' and '.join(stacks)} layers; valid: "
                             "--encoder-layers-to-keep and/or --decoder-layers-to-keep")
@@ -35,8 +38,28 @@ def keep_request(args: argparse.Namespace, stacks: list[str]) -> dict:
     return keep
 
 
+def copy_tokenizer(source: Path, out: Path) -> None:
+    """The model's tokenizer, when it has one, saved beside the pruned weights (so select and sweep work on it)."""
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError):
+        print(f"| {source} has no tokenizer to copy")
+        return
+    tokenizer.save_pretrained(out)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def prune_command(args: argparse.Namespace) -> int:
-    out = Path(args.out).resolve()
+    source, out = Path(args.model), Path(args.out).resolve()
+    if not source.is_dir():
+        raise UserError(f"--model: {args.model!r} is not a directory; valid: a model directory written by save_pretrained")
     if out.exists():
         raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
     model = load_model(args.model, for_scoring=False)
@@ -51,16 +74,13 @@ def prune_command(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         pruned.save_pretrained(staging)
-        source = Path(args.model)
-        for name in source.iterdir():  # the tokenizer and anything else that is not the weights or config
-            if name.is_file() and name.name != "config.json" and not name.name.endswith((".safetensors", ".bin", ".json.index")) \
-                    and "safetensors.index" not in name.name and name.name != "generation_config.json":
-                shutil.copy2(name, staging / name.name)
+        copy_tokenizer(source, staging)
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private to this user
         staging.rename(out)  # the directory appears whole or not at all
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     counts = {stack: len(layers) for stack, layers in layer_lists(pruned).items()}
-    print(f"num. model params: {before} (before)\nnum. model params: {sum(p.numel() for p in pruned.parameters())}")
+    print(f"num. model params: {before} (before)\nnum. model params: {sum(p.numel() for p in pruned.parameters())} (after)")
     print(f"| wrote {out}: layers {counts}; original layers kept {getattr(pruned.config, KEPT_FIELD)}")
     return 0

@@ -39,8 +39,8 @@ class HFLayerDrop:
     seed: int
     update: int = 0
     follow_trainer: bool = False  # set by LayerDropCallback: the Trainer sets `update`, forwards do not advance it
-    current: dict[str, StackPlan] | None = field(default=None, repr=False)
-    _hooks: list = field(default_factory=list, repr=False)
+    current: dict[str, StackPlan] | None = field(default=None, repr=False)  # the plans of the forward under way
+    _restore: list = field(default_factory=list, repr=False)  # what remove_layerdrop puts back
 
     def plan(self, update: int) -> dict[str, StackPlan]:
         """Each stack's plan for ``update`` (a pure function of the seed, the update and the configs)."""
@@ -61,6 +61,8 @@ class HFLayerDrop:
         if not module.training:
             self.current = None
             return
+        if kwargs.get("past_key_values") is not None and self.current is not None:
+            return  # a later step of generation in training mode: the cache was filled under this plan
         self.current = self.plan(self.update)
         if not self.follow_trainer:
             self.update += 1
@@ -103,27 +105,37 @@ def apply_layerdrop(model: torch.nn.Module, p: float | None = None, schedule: st
     handle = HFLayerDrop(model, configs, int(seed))
     for stack, layers in layer_lists(model).items():
         for index, layer in enumerate(layers):
+            # Another library (accelerate's device maps) may have set an instance forward already: keep it.
+            had = layer.__dict__.get("forward")
+            handle._restore.append(lambda layer=layer, had=had: _set_instance_forward(layer, had))
             layer.forward = _droppable_forward(handle, stack, index, layer, layer.forward)
-    handle._hooks.append(model.register_forward_pre_hook(handle._before_forward, with_kwargs=True))
+    hook = model.register_forward_pre_hook(handle._before_forward, with_kwargs=True)
+    handle._restore.append(hook.remove)
     for name in family.own_layerdrop:
+        handle._restore.append(lambda name=name, value=getattr(model.config, name): setattr(model.config, name, value))
         setattr(model.config, name, 0.0)
-        for module in model.modules():  # the stacks copy the rate at construction
-            if module is not model and hasattr(module, "layerdrop") and isinstance(module.layerdrop, float):
-                module.layerdrop = 0.0
+    for module in model.modules():  # the stacks copy their rate from the config at construction
+        if module is not model and isinstance(getattr(module, "layerdrop", None), float) and family.own_layerdrop:
+            handle._restore.append(lambda module=module, value=module.layerdrop: setattr(module, "layerdrop", value))
+            module.layerdrop = 0.0
     model._layerdrop = handle
     return handle
 
 
+def _set_instance_forward(layer: torch.nn.Module, forward) -> None:
+    if forward is None:
+        layer.__dict__.pop("forward", None)
+    else:
+        layer.forward = forward
+
+
 def remove_layerdrop(model: torch.nn.Module) -> None:
-    """Give every layer its own forward back; the model then trains and saves as if never touched."""
+    """Give every layer its forward back and the family's own LayerDrop rates their values."""
     handle = getattr(model, "_layerdrop", None)
     if handle is None:
         return
-    for layers in layer_lists(model).values():
-        for layer in layers:
-            layer.__dict__.pop("forward", None)
-    for hook in handle._hooks:
-        hook.remove()
+    for restore in reversed(handle._restore):
+        restore()
     model._layerdrop = None
 
 
@@ -140,6 +152,10 @@ class LayerDropCallback(TrainerCallback):
         self.handle.update = state.global_step
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self.handle.update = state.global_step
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.handle.follow_trainer = False  # a plain loop afterwards counts its own forwards again
         self.handle.update = state.global_step
 
 

@@ -23,6 +23,14 @@ from layerdrop.pruning.keep import keep_layer_entries
 KEPT_FIELD = "layerdrop_kept_layers"
 
 
+def _no_init_weights():
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers before 5.x kept it here
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
 def pruned_config(config, keep: dict[str, list[int]], counts: dict[str, int], family):
     """A copy of ``config`` describing only the kept layers (pure: ``config`` is not changed)."""
     new = copy.deepcopy(config)
@@ -60,7 +68,9 @@ def prune(model: torch.nn.Module, layers_to_keep) -> torch.nn.Module:
     for stack, kept in keep.items():
         state = keep_layer_entries(state, names[stack], kept)
     config = pruned_config(model.config, keep, counts, family)
-    pruned = type(model)(config).to(device=next(model.parameters()).device, dtype=model.dtype)
+    # Built where the weights are, in their dtype, with initialisation skipped: every value is loaded next.
+    with torch.device(next(model.parameters()).device), _no_init_weights():
+        pruned = type(model)._from_config(config, dtype=model.dtype)
     pruned.load_state_dict(state, strict=True)
     if getattr(model, "generation_config", None) is not None:
         pruned.generation_config = copy.deepcopy(model.generation_config)

@@ -42,7 +42,11 @@ def load_model(path: str, flag: str = "--model", for_scoring: bool = True):
         return getattr(transformers, saved).from_pretrained(path).eval()
     auto = (transformers.AutoModelForMaskedLM if config.model_type in MASKED
             else transformers.AutoModelForSeq2SeqLM if config.model_type == "bart" else transformers.AutoModelForCausalLM)
-    return auto.from_pretrained(path).eval()
+    model, info = auto.from_pretrained(path, output_loading_info=True)
+    if info.get("missing_keys"):  # e.g. a classifier's directory: its LM head would be random
+        raise UserError(f"{flag}: {path} has no weights for {sorted(info['missing_keys'])[:3]} of {auto.__name__}; "
+                        "valid: a model saved with its language-model head")
+    return model.eval()
 
 
 def load_tokenizer(path: str, flag: str = "--model"):
@@ -68,11 +72,12 @@ class TextBatches:
         self.batches = list(blocks.split(batch_size))[:max_batches]
         self.model_type = model_type
         self.mask_token_id = mask_token_id
-        # Masked LMs: one fixed draw of the masked positions, so every keep list is scored on the same task.
-        generator = torch.Generator().manual_seed(0)
-        self.masks = [torch.rand(b.shape, generator=generator) < 0.15 for b in self.batches]
-        for mask in self.masks:
-            mask[:, 0] |= ~mask.any(dim=1)  # at least one predicted token per row
+        self.masks = [None] * len(self.batches)
+        if model_type in MASKED:  # one fixed draw of the masked positions: every keep list faces the same task
+            generator = torch.Generator().manual_seed(0)
+            self.masks = [torch.rand(b.shape, generator=generator) < 0.15 for b in self.batches]
+            for mask in self.masks:
+                mask[:, 0] |= ~mask.any(dim=1)  # at least one predicted token per row
         self.tokens = sum(b.numel() for b in self.batches)
 
     def _loss(self, model, batch: torch.Tensor, chosen: torch.Tensor) -> tuple[float, int]:
@@ -113,6 +118,8 @@ class TextScorer:
             raise UserError(f"--stack: got {self.stack!r}; valid for this {model_type} model: {', '.join(stacks)}")
         self.num_layers = len(layer_lists(self.full)[self.stack])
         positions = getattr(self.full.config, "max_position_embeddings", None) or getattr(self.full.config, "n_positions", 1024)
+        if model_type == "roberta":  # its positions start after the padding index
+            positions -= self.full.config.pad_token_id + 1
         block = block_size or min(128, positions)
         if not 2 <= block <= positions:
             raise UserError(f"--block-size: got {block}; valid: 2 to {positions} (the model's positions)")
