@@ -47,6 +47,7 @@ VARIANTS: dict[str, tuple[str, int, list[str]]] = {
                                    "--no-decoder-normalize-before"]),
     "s2_p0.0_noresscale": ("ours", 2, ["--decoder-layerdrop", "0.0", "--no-scale-residual-init"]),
     "s2_p0.2_noresscale": ("ours", 2, ["--decoder-layerdrop", "0.2", "--no-scale-residual-init"]),
+    "s2_p0.0_bartlike": ("ours", 2, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
     "s2_p0.2_bartlike": ("ours", 2, ["--decoder-layerdrop", "0.2", *BART_LIKE]),
     "s2_hf_p0.0": ("hf", 2, ["--p", "0.0"]),
     "s2_hf_p0.2": ("hf", 2, ["--p", "0.2"]),
@@ -60,7 +61,7 @@ PAIRS_DIR = RUNS / "diagnose_translation"
 # Runs stopped early on purpose (their question was answered): read back, never resumed.
 STOPPED_AT = {"s2_p0.0_scaled": 350, "s2_p0.2_scaled": 350, "s2_p0.5_distill": 175, "s2_p0.0_postln": 175,
               "s2_p0.2_postln": 175,
-              "s2_p0.0_noresscale": 175, "s2_p0.2_noresscale": 175, "s2_p0.2_bartlike": 175}
+              "s2_p0.0_noresscale": 175, "s2_p0.2_noresscale": 175}
 
 
 def run_one(name: str) -> dict:
