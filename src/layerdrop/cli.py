@@ -403,7 +403,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     depths = parse_depths(args.depths)
     scorers = [_scorer(args, path) for path in args.path]
     result = sweep(scorers, depths, args.strategy, args.budget, args.search_beam)
-    header = ["checkpoint"] + [f"{d} layers" for d in depths]
+    header = ["checkpoint"] + [f"{d} layer{'s' if d > 1 else ''}" for d in depths]
     rows = [[run["label"]] + [f"{p['score']:.4f}" for p in run["points"]] for run in result["runs"]]
     print(f"{result['metric']} ({'higher' if result['higher_is_better'] else 'lower'} is better), "
           f"{result['stack']} pruned by {args.strategy}:")
