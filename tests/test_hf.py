@@ -355,3 +355,23 @@ def test_remove_layerdrop_puts_back_forwards_and_the_family_rates():
     assert model.config.decoder_layerdrop == 0.3 and decoder.layerdrop == 0.3 and model.config.encoder_layerdrop == 0.3
     assert decoder.layers[1].__dict__["forward"] is theirs and "forward" not in decoder.layers[0].__dict__
     assert model._layerdrop is None
+
+
+def test_every_strategy_runs_on_a_hugging_face_model(model_dir):
+    from layerdrop.analysis.strategies import select_layers
+    from layerdrop.integrations.hf.scoring import TextScorer
+
+    scorer = TextScorer(str(model_dir / "model"), str(model_dir / "valid.txt"), max_valid_steps=1)
+    for strategy in ("every-other", "angular", "block-influence"):
+        selection = select_layers(scorer, 2, strategy)
+        assert len(selection.keep) == 2 and selection.score == scorer.score(selection.keep)
+    assert select_layers(scorer, 2, "angular").keep in ([0, 1], [0, 3], [2, 3])  # a block of 2 consecutive removed
+    with pytest.raises(UserError, match="learned gates"):
+        select_layers(scorer, 2, "learned")
+
+
+def test_the_core_package_never_imports_transformers():
+    script = ("import sys, layerdrop, layerdrop.cli, layerdrop.train, layerdrop.analysis.strategies, layerdrop.demo\n"
+              "from layerdrop.cli import build_parser\nbuild_parser()\nprint('transformers' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"
