@@ -49,6 +49,8 @@ VARIANTS: dict[str, tuple[str, int, list[str]]] = {
     "s2_p0.2_noresscale": ("ours", 2, ["--decoder-layerdrop", "0.2", "--no-scale-residual-init"]),
     "s2_p0.0_bartlike": ("ours", 2, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
     "s2_p0.2_bartlike": ("ours", 2, ["--decoder-layerdrop", "0.2", *BART_LIKE]),
+    "s2_p0.2_bartlike_warmup350": ("ours", 2, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350", *BART_LIKE]),
+    "s2_scratch3_bartlike": ("ours", 2, ["--decoder-layerdrop", "0.0", "--decoder-layers", "3", *BART_LIKE]),
     "s2_hf_p0.0": ("hf", 2, ["--p", "0.0"]),
     "s2_hf_p0.2": ("hf", 2, ["--p", "0.2"]),
     "s2_p0.2_warmup350": ("ours", 2, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350"]),
@@ -106,7 +108,8 @@ def main() -> None:
             tmp.write_text(json.dumps(results, indent=1) + "\n")
             os.replace(tmp, path)
             print(f"{name}: valid {record['valid']}", flush=True)
-    if {"s2_p0.0", "s2_p0.2"} <= set(results):
+    replayable = all((PAIRS_DIR / name / "train_log.jsonl").exists() for name in ("s2_p0.0", "s2_p0.2"))
+    if {"s2_p0.0", "s2_p0.2"} <= set(results) and replayable:  # the replay needs both runs' training logs
         results["per_update_gap"] = per_update_gap(PAIRS_DIR / "s2_p0.2", PAIRS_DIR / "s2_p0.0", p=0.2, seed=2)
         print("LayerDrop minus baseline training loss on the same batch:", results["per_update_gap"], flush=True)
         tmp = path.with_suffix(".tmp")
