@@ -23,7 +23,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from study import RESULTS, ROOT, RUNS, SHARED_DATA
+from study import merge_json, plot_lines, RESULTS, ROOT, RUNS, SHARED_DATA
 
 DATA = SHARED_DATA / "multi30k-de-en"
 BASE = ["--task", "translation", "--data", str(DATA), "--source-lang", "de", "--target-lang", "en",
@@ -59,6 +59,7 @@ VARIANTS: dict[str, tuple[str, int, list[str]]] = {
     "s2_p0.5_distill_warmup350": ("ours", 2, ["--decoder-layerdrop", "0.5", "--layerdrop-distill",
                                               "--layerdrop-warmup-updates", "350"]),
 }
+VALID_LOSS = "validation loss (nats/token)"
 PAIRS_DIR = RUNS / "diagnose_translation"
 # Runs stopped early on purpose (their question was answered): read back, never resumed.
 STOPPED_AT = {"s2_p0.0_scaled": 350, "s2_p0.2_scaled": 350, "s2_p0.5_distill": 175, "s2_p0.0_postln": 175,
@@ -100,22 +101,20 @@ def main() -> None:
     names = args.only.split(",") if args.only else list(VARIANTS)
     PAIRS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "diagnose_translation.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         for name, record in zip(names, pool.map(run_one, names)):
-            results[name] = record
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1) + "\n")
-            os.replace(tmp, path)
+            results = merge_json(path, lambda data: data.update({name: record}))
             print(f"{name}: valid {record['valid']}", flush=True)
     replayable = all((PAIRS_DIR / name / "train_log.jsonl").exists() for name in ("s2_p0.0", "s2_p0.2"))
     if {"s2_p0.0", "s2_p0.2"} <= set(results) and replayable:  # the replay needs both runs' training logs
-        results["per_update_gap"] = per_update_gap(PAIRS_DIR / "s2_p0.2", PAIRS_DIR / "s2_p0.0", p=0.2, seed=2)
-        print("LayerDrop minus baseline training loss on the same batch:", results["per_update_gap"], flush=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1) + "\n")
-        os.replace(tmp, path)
-    plot({k: v for k, v in results.items() if k != "per_update_gap"}, RESULTS / "diagnose_translation.png")
+        gap = per_update_gap(PAIRS_DIR / "s2_p0.2", PAIRS_DIR / "s2_p0.0", p=0.2, seed=2)
+        print("LayerDrop minus baseline training loss on the same batch:", gap, flush=True)
+        results = merge_json(path, lambda data: data.update({"per_update_gap": gap}))
+    runs = {name: record for name, record in sorted(results.items()) if name != "per_update_gap"}
+    plot_lines({name: record["valid"] for name, record in runs.items()}, VALID_LOSS,
+               "decoder LayerDrop on Multi30k de->en, 700 updates", RESULTS / "diagnose_translation.png", xlabel="update",
+               styles={name: ("-" if record["implementation"] == "layerdrop" else "--", None)  # dashed: the BART reference
+                       for name, record in runs.items()}, figsize=(7, 4.5))
 
 
 def per_update_gap(layerdrop_dir: Path, baseline_dir: Path, p: float, seed: int) -> dict:
@@ -142,28 +141,6 @@ def per_update_gap(layerdrop_dir: Path, baseline_dir: Path, p: float, seed: int)
         what = "nothing dropped" if not dropped else "layer 0 dropped" if 0 in dropped else "another layer dropped"
         gaps[f"updates {'1-175' if update < 175 else '176-700'}, {what}"].append(ours["loss"] - base["loss"])
     return {key: {"updates": len(v), "mean_gap": round(sum(v) / len(v), 3)} for key, v in sorted(gaps.items())}
-
-
-def plot(results: dict, path: Path) -> None:
-    """Validation loss against updates, one line per run (solid: layerdrop, dashed: the BART reference)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, record in sorted(results.items()):
-        xs = sorted(record["valid"], key=int)
-        ax.plot([int(x) for x in xs], [record["valid"][x] for x in xs], marker="o", label=name,
-                linestyle="--" if record["implementation"] != "layerdrop" else "-")
-    ax.set_xlabel("update")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("decoder LayerDrop on Multi30k de->en, 700 updates", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

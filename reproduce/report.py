@@ -13,41 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from run_all import EXPERIMENTS as RUN_ORDER
-from study import RESULTS
+from study import plot_lines, pyplot, RESULTS
 
 # (name, command) in figure order
 EXPERIMENTS = sorted((name, "python reproduce/" + " ".join(command)) for name, command, _ in RUN_ORDER)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_lines(lines: dict[str, dict[str, float]], metric: str, title: str, path: Path, xlabel: str = "layers kept") -> str:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, values in lines.items():
-        xs = sorted(values, key=float)
-        ax.plot([float(x) for x in xs], [values[x] for x in xs], marker="o", label=label)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(metric)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
 def plot_bars(groups: dict[str, dict[str, float]], metric: str, title: str, path: Path) -> str:
     """Grouped bars: one group per key of ``groups``, one bar per inner key."""
-    plt = _pyplot()
+    plt = pyplot()
     series = list(dict.fromkeys(k for inner in groups.values() for k in inner))
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(series), 1)
@@ -101,7 +75,7 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
         out += [f"{data['metric']} ({'higher' if data['higher_is_better'] else 'lower'} is better), pruned every other way:", ""]
         if data.get("std"):
             seeds = {label: len(by_seed) for label, by_seed in data.get("per_seed", {}).items()}
-            out += [f"Mean ± standard deviation over seeds where a model ran with more than one (seeds per model: "
+            out += ["Mean ± standard deviation over seeds where a model ran with more than one (seeds per model: "
                     + ", ".join(f"{label} {n}" for label, n in seeds.items()) + f"). LayerDrop recipe: `{' '.join(data['recipe'])}`.", ""]
         out += lines_table(data["lines"], data["depths"], digits, data.get("std")) + ["", f"![{name}]({image})", ""]
     elif name == "fig3_classification":

@@ -16,6 +16,7 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +128,59 @@ def table_value(text: str, column: str) -> float:
         if column in header and i + 2 < len(lines) and set(lines[i + 1].replace(" ", "")) == {"-"}:
             return float(lines[i + 2].split()[header.index(column)].replace(",", ""))
     raise ValueError(f"no column {column!r} in:\n{text[-2000:]}")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def merge_json(path: Path, update: Callable[[dict], None]) -> dict:
+    """Read ``path``, apply ``update`` to it and write it back, holding a lock, so that two processes
+    writing results to the same file each keep the other's entries."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        update(data)
+        write_json(path, data)
+    return data
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend (the study runs without a display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_lines(lines: dict[str, dict[str, float]], ylabel: str, title: str, path: Path, xlabel: str = "layers kept",
+               styles: dict[str, tuple[str, str | None]] | None = None, figsize: tuple[float, float] = (6, 4)) -> str:
+    """One line per label over its {x: y} points. ``styles`` maps a label to (linestyle, label whose
+    colour it reuses, or None): the same run at another budget, say. Returns the image's file name."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=figsize)
+    colours: dict[str, str] = {}
+    for label, values in lines.items():
+        style, colour_of = (styles or {}).get(label, ("-", None))
+        xs = sorted(values, key=float)
+        line, = ax.plot([float(x) for x in xs], [values[x] for x in xs], marker="o", label=label, linestyle=style,
+                        color=colours.get(colour_of) if colour_of else None)
+        colours[label] = line.get_color()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8 if len(lines) < 8 else 7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name

@@ -28,8 +28,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from diagnose_translation import BASE
-from study import RESULTS, RUNS, keep_list, number
+from diagnose_translation import BASE, VALID_LOSS
+from study import keep_list, merge_json, number, plot_lines, RESULTS, RUNS, write_json
 
 MAX_UPDATE = 2100
 VALIDATE_EVERY = 350
@@ -65,19 +65,15 @@ def run_one(name: str) -> dict:
                                "--split", "test", "--beam", "5", "--batch-size", "64", *keep],
                               capture_output=True, text=True, env=env, check=True)
         scores[str(depth)] = number(r"BLEU =", proc.stdout + proc.stderr)
-        tmp = scores_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(scores) + "\n")
-        os.replace(tmp, scores_file)
+        write_json(scores_file, scores)
     valid = {m.group(1): float(m.group(2)) for m in re.finditer(r"valid at update (\d+): loss ([\d.]+)", log.read_text())}
     return {"seed": seed, "decoder_layers": layers, "flags": flags, "command": command[1:], "valid": valid,
             "test_bleu": scores}
 
 
-def write(results: dict) -> None:
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp, RESULT)
+def add_run(results: dict, name: str, record: dict) -> None:
+    results["max_update"] = MAX_UPDATE
+    results.setdefault("runs", {})[name] = record
 
 
 def main() -> None:
@@ -93,37 +89,23 @@ def main() -> None:
     results = json.loads(RESULT.read_text()) if RESULT.exists() else {"max_update": MAX_UPDATE, "runs": {}}
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
         for name, record in zip(names, pool.map(run_one, names)):
-            results["runs"][name] = record
-            write(results)
+            results = merge_json(RESULT, lambda data: add_run(data, name, record))
             print(f"{name}: valid {record['valid']} test BLEU {record['test_bleu']}", flush=True)
     plot(results, RESULT.with_suffix(".png"))
 
 
 def plot(results: dict, path: Path) -> None:
     """Validation loss against updates: the long runs (solid) and the 700-update runs of the same seed (dotted)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     short_file = RESULTS / "diagnose_translation.json"
     short = json.loads(short_file.read_text()) if short_file.exists() else {}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lines, styles = {}, {}
     for name, record in sorted(results["runs"].items()):
-        xs = sorted(record["valid"], key=int)
-        line, = ax.plot([int(x) for x in xs], [record["valid"][x] for x in xs], marker="o", label=f"{name}, {MAX_UPDATE} updates")
-        if name in short:
-            ys = sorted(short[name]["valid"], key=int)
-            ax.plot([int(x) for x in ys], [short[name]["valid"][x] for x in ys], linestyle=":", color=line.get_color(),
-                    label=f"{name}, 700 updates")
-    ax.set_xlabel("update")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title("Multi30k de->en, decoder LayerDrop: 700 against 2100 updates (seed 2)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        long_label = f"{name}, {MAX_UPDATE} updates"
+        lines[long_label], styles[long_label] = record["valid"], ("-", None)
+        if name in short:  # dotted, in the long run's colour
+            lines[f"{name}, 700 updates"], styles[f"{name}, 700 updates"] = short[name]["valid"], (":", long_label)
+    plot_lines(lines, VALID_LOSS, f"Multi30k de->en, decoder LayerDrop: 700 against {MAX_UPDATE} updates (seed 2)", path,
+               xlabel="update", styles=styles, figsize=(7, 4.5))
 
 
 if __name__ == "__main__":
