@@ -21,7 +21,8 @@ RATES = "0,0.1,0.2,0.3,0.5,0.7"
 def main() -> None:
     study = Study("fig7_speed", "Figure 7: training speed against the LayerDrop rate", seeds=[0])
     raw = RESULTS / "fig7_speed_raw.json"
-    command = [sys.executable, "benchmarks/train_speed.py", "--model", "lm", "--rates", RATES, "--out", str(raw)]
+    rates = "0,0.5" if QUICK else RATES  # the plumbing needs two rates, not six
+    command = [sys.executable, "benchmarks/train_speed.py", "--model", "lm", "--rates", rates, "--out", str(raw)]
     if QUICK:
         command += ["--rounds", "1", "--steps-per-round", "1", "--warmup", "1"]
     start = time.perf_counter()
