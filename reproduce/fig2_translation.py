@@ -66,7 +66,8 @@ def main() -> None:
     args = parser.parse_args()
     only = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
     labels = list(MODELS) if args.models is None else args.models.split(";")
-    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, decoder pruned)", seeds=SEEDS)
+    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, decoder pruned; BART's architecture choices)",
+                  seeds=SEEDS)
 
     def run(label: str, seed: int) -> dict[str, float]:
         """Train one model (or reuse it) and score it at its depths; scores are cached beside the checkpoint."""

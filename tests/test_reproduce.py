@@ -27,3 +27,14 @@ def test_study_runs_and_writes_results_md(tmp_path):
     assert all(v in ("holds", "does not hold") or v.startswith("does not hold (holds at ") for v in verdicts), verdicts
     assert len(verdicts) >= 8  # fig2 (3), every-other (2), importance (2), rates (1), speed (1)
     assert "Not run yet: `python reproduce/fig2_lm.py --corpus wikitext2`" in page
+
+
+def test_results_merged_by_two_processes_at_once_keep_both(tmp_path):
+    """Two diagnostics writing one results file at the same time each keep the other's entries."""
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; from study import merge_json\n"
+              "for i in range(200): merge_json(Path(sys.argv[2]), lambda d: d.update({f'{sys.argv[3]}{i}': i}))")
+    path = tmp_path / "results.json"
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(ROOT / "reproduce"), str(path), name]) for name in "ab"]
+    assert [w.wait(timeout=120) for w in writers] == [0, 0]
+    import json
+    assert set(json.loads(path.read_text())) == {f"{name}{i}" for name in "ab" for i in range(200)}
