@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     only = None if args.seeds is None else {int(s) for s in args.seeds.split(",")}
     labels = list(MODELS) if args.models is None else args.models.split(";")
-    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, decoder pruned; BART's architecture choices)",
+    study = Study("fig2_translation", "Figure 2, translation (Multi30k de->en, BART's architecture choices)",
                   seeds=SEEDS)
 
     def run(label: str, seed: int) -> dict[str, float]:
