@@ -52,6 +52,10 @@ MODELS: dict[str, tuple[list[str], int, list[int], list[int]]] = {
 }
 
 
+def line_name(label: str) -> str:
+    return "trained from scratch at that depth" if label.startswith("scratch") else label
+
+
 def slug(label: str, seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "_", label).strip("_") + f"_s{seed}"
 
@@ -101,7 +105,7 @@ def main() -> None:
     lines: dict[str, dict[str, float]] = {}
     spread: dict[str, dict[str, float]] = {}
     for label, by_seed in per_seed.items():
-        name = "trained from scratch at that depth" if label.startswith("scratch") else label
+        name = line_name(label)
         for depth in MODELS[label][3]:
             values = [scores[str(depth)] for scores in by_seed.values()]
             lines.setdefault(name, {})[str(depth)] = statistics.mean(values)
@@ -112,7 +116,9 @@ def main() -> None:
                   for line in (study.runs / slug(label, int(seed)) / "train_log.jsonl").read_text().splitlines())
     study.write({"data": args.data, "metric": "test BLEU", "higher_is_better": True, "layers": 6, "depths": DEPTHS,
                  "pruning": "every other (decoder)", "recipe": RECIPE, "lines": lines, "std": spread,
-                 "per_seed": per_seed, "compute_seconds": round(compute)})
+                 # keyed like "lines", so each per-seed score sits under the name its mean has
+                 "per_seed": {line_name(label): by_seed for label, by_seed in per_seed.items()},
+                 "compute_seconds": round(compute)})
 
 
 if __name__ == "__main__":
