@@ -8,8 +8,8 @@ small. This script trains the same models with the same flags for 2100 updates (
 rate schedule stretched to the new budget, and measures:
 
 - validation loss (nats per target token, no label smoothing) every 350 updates, for the curves;
-- test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6 and at 3
-  layers (every other one kept).
+- test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6, 3 and 2
+  layers (every other one kept; the first runs of round two were scored at 6 and 3 only).
 
 Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
 stopped and a scored run is read back, not rerun. Results: docs/results/translation_budget.json.
@@ -28,7 +28,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from diagnose_translation import BASE, VALID_LOSS
+from diagnose_translation import BART_LIKE, BASE, VALID_LOSS
 from study import keep_list, merge_json, number, plot_lines, RESULTS, RUNS, write_json
 
 MAX_UPDATE = 2100
@@ -40,6 +40,13 @@ VARIANTS: dict[str, tuple[int, int, list[str]]] = {
     "s2_p0.2": (2, 6, ["--decoder-layerdrop", "0.2"]),
     "s2_p0.2_warmup350": (2, 6, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350"]),
     "s2_scratch3": (2, 3, ["--decoder-layerdrop", "0.0"]),
+    # Round three: the same question with BART's choices, under which LayerDrop costs a third as much at 700
+    # updates (docs section 7.2), for the recipe and for the distilled model of section 8.
+    "s2_p0.0_bartlike": (2, 6, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
+    "s2_p0.5_warmup350_distill_bartlike": (2, 6, ["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "350",
+                                                  "--layerdrop-distill", *BART_LIKE]),
+    "s2_p0.2_warmup350_bartlike": (2, 6, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350", *BART_LIKE]),
+    "s2_scratch3_bartlike": (2, 3, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
 }
 RUN_DIR = RUNS / "translation_budget"
 RESULT = RESULTS / "translation_budget.json"
@@ -57,7 +64,7 @@ def run_one(name: str) -> dict:
         with open(log, "a") as out:
             subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=True)
     scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
-    for depth in sorted({layers, 3}, reverse=True):
+    for depth in sorted({layers, 3, 2} if layers == 6 else {layers}, reverse=True):
         if str(depth) in scores:
             continue
         keep = [] if depth == layers else ["--decoder-layers-to-keep", keep_list(layers, depth)]

@@ -89,9 +89,14 @@ def test_padding_does_not_change_the_encoding():
     assert torch.allclose(a, b[:, :4], atol=1e-6)
 
 
+# BART's choices, which the translation study trains with: post-LN and a LayerNorm on the embeddings.
+BART_LIKE = dict(encoder_normalize_before=False, decoder_normalize_before=False, layernorm_embedding=True)
+
+
+@pytest.mark.parametrize("architecture", [{}, BART_LIKE], ids=["default pre-LN", "BART-like"])
 @pytest.mark.parametrize("keep", [{"decoder": "0,2"}, {"encoder": "1,3"}, {"encoder": "0", "decoder": "1,2,3"}])
-def test_pruning_one_side_equals_running_the_kept_layers(keep):
-    full = tiny_translation(seed=2).eval()
+def test_pruning_one_side_equals_running_the_kept_layers(keep, architecture):
+    full = tiny_translation(seed=2, **architecture).eval()
     changes = {f"{side}_layers_to_keep": value for side, value in keep.items()}
     pruned = build_model(dataclasses.replace(full.cfg, **changes), full.state_dict(), TRANSLATION_MODEL_TYPE, "test",
                          log=lambda _: None).eval()
@@ -100,15 +105,18 @@ def test_pruning_one_side_equals_running_the_kept_layers(keep):
     # Reference: the full model's own modules with the removed layers skipped by hand.
     enc = full.encoder
     pad = src.eq(0)
+    identity = torch.nn.Identity()  # where the architecture has no such LayerNorm
     x = enc.embed_tokens(src) + enc.embed_positions(torch.arange(src.shape[1]))
+    x = (enc.layernorm_embedding or identity)(x)
     for i in kept["encoder"]:
         x = enc.layers[i](x, padding_mask=pad)
-    memory = enc.layer_norm(x)
+    memory = (enc.layer_norm or identity)(x)
     dec = full.decoder
     y = dec.embed_tokens(prev) + dec.embed_positions(torch.arange(prev.shape[1]))
+    y = (dec.layernorm_embedding or identity)(y)
     for i in kept["decoder"]:
         y = dec.layers[i](y, memory=memory, memory_padding_mask=pad)
-    expected = torch.nn.functional.linear(dec.layer_norm(y), dec.embed_tokens.weight)
+    expected = torch.nn.functional.linear((dec.layer_norm or identity)(y), dec.embed_tokens.weight)
     assert torch.allclose(pruned(src, prev), expected, atol=1e-5)
     removed = sum(sum(p.numel() for p in getattr(full, side).layers[i].parameters())
                   for side in ("encoder", "decoder") for i in range(4) if i not in kept[side])
