@@ -168,3 +168,14 @@ def test_missing_split_and_corrupt_checkpoint_do_not_touch_files(trained, tmp_pa
     proc = run_cli("train", "--save-dir", str(run_dir), "--max-update", "1", check_rc=2)
     assert "--save-dir" in proc.stderr and "truncated" in proc.stderr
     assert sorted(p.name for p in (run_dir / "checkpoint_last").iterdir()) == before
+
+
+def test_boolean_flags_take_both_forms_and_negations_stay_switches():
+    from layerdrop.cli import build_parser
+
+    parse = build_parser().parse_args
+    base = ["train", "--data", "d"]
+    assert parse(base + ["--layernorm-embedding"]).layernorm_embedding is True
+    assert parse(base + ["--no-layernorm-embedding"]).layernorm_embedding is False
+    assert parse(base).layernorm_embedding is None  # not given: the task's default applies
+    assert parse(base + ["--no-progress-bar"]).no_progress_bar is True

@@ -45,7 +45,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_class: type, only: 
         seen.add(f.name)
         help_text = f"{f.metadata['help']} (default: {f.default})"
         base = str(f.type).split("|")[0].strip()
-        if base == "bool":  # --x and --no-x both, so a command can state either choice whatever the default
+        if base == "bool" and f.name.startswith("no_"):  # already a negation (--no-progress-bar): a switch
+            parser.add_argument(flag_name(f.name), action="store_const", const=True, default=None, help=help_text)
+        elif base == "bool":  # --x and --no-x both, so a command can state either choice whatever the default
             parser.add_argument(flag_name(f.name), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag_name(f.name), type=_TYPES.get(base, str), default=None, metavar=f.name.upper(), help=help_text)
