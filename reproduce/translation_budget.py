@@ -11,10 +11,12 @@ rate schedule stretched to the new budget, and measures:
 - test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6, 3 and 2
   layers (every other one kept; the first runs of round two were scored at 6 and 3 only).
 
-Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
+The ``_bartlike`` variants ask the same question with BART's architecture choices (section 9 of
+docs/layerdrop_at_short_budgets.md): the baseline, the recipe, the distilled model and a 3-layer decoder
+from scratch. Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
 stopped and a scored run is read back, not rerun. Results: docs/results/translation_budget.json.
 
-    python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2]   # about 50 minutes per pair
+    python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2]   # 35 to 70 minutes per run
 """
 
 from __future__ import annotations
