@@ -8,7 +8,7 @@ small. This script trains the same models with the same flags for 2100 updates (
 rate schedule stretched to the new budget, and measures:
 
 - validation loss (nats per target token, no label smoothing) every 350 updates, for the curves;
-- test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6, 3 and 2
+- test BLEU (beam 5, checkpoint_last, nothing chosen on the test split) with the decoder at 6, 3, 2 and 1
   layers (every other one kept; the first runs of round two were scored at 6 and 3 only).
 
 The ``_bartlike`` variants ask the same question with BART's architecture choices (section 9 of
@@ -66,7 +66,7 @@ def run_one(name: str) -> dict:
         with open(log, "a") as out:
             subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env, check=True)
     scores = json.loads(scores_file.read_text()) if scores_file.exists() else {}
-    for depth in sorted({layers, 3, 2} if layers == 6 else {layers}, reverse=True):
+    for depth in sorted({layers, 3, 2, 1} if layers == 6 else {layers}, reverse=True):
         if str(depth) in scores:
             continue
         keep = [] if depth == layers else ["--decoder-layers-to-keep", keep_list(layers, depth)]
