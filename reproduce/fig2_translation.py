@@ -97,13 +97,18 @@ def main() -> None:
     published_file = RESULTS / f"{name}.json"
     published = json.loads(published_file.read_text()).get("per_seed", {}) if published_file.is_file() else {}
 
+    def known_scores(label: str, seed: int) -> dict[str, float]:
+        """The scores cached beside the run, or with --reuse-published the published ones when the run is gone."""
+        cache = study.runs / slug(label, seed) / "bleu.json"
+        if cache.is_file():
+            return json.loads(cache.read_text())
+        return dict(published.get(line_name(label), {}).get(str(seed), {})) if args.reuse_published else {}
+
     def run(label: str, seed: int) -> dict[str, float]:
         """Train one model (or reuse it) and score it at its depths; scores are cached beside the checkpoint."""
         flags, layers, _, depths = MODELS[label]
         cache = study.runs / slug(label, seed) / "bleu.json"
-        scores = json.loads(cache.read_text()) if cache.is_file() else {}
-        if not scores and args.reuse_published:
-            scores = dict(published.get(line_name(label), {}).get(str(seed), {}))
+        scores = known_scores(label, seed)
         if all(str(d) in scores for d in depths) or args.finished_only:
             return scores
         started = time.perf_counter()
@@ -119,12 +124,6 @@ def main() -> None:
         tmp.replace(cache)
         return scores
 
-    def scored(label: str, seed: int) -> bool:
-        cache = study.runs / slug(label, seed) / "bleu.json"
-        reused = published.get(line_name(label), {}).get(str(seed), {}) if args.reuse_published else {}
-        scores = json.loads(cache.read_text()) if cache.is_file() else reused
-        return all(str(d) in scores for d in MODELS[label][3])
-
     def run_child(job: tuple[str, int]) -> None:
         """One run in its own process on one thread; its output goes to a log beside the run."""
         label, seed = job
@@ -139,7 +138,8 @@ def main() -> None:
         study.commands.append({"command": " ".join(command[1:]), "seconds": round(time.perf_counter() - started, 1)})
 
     if only is None and args.workers > 1 and not args.finished_only:  # with --seeds, this process is one worker
-        missing = [(label, seed) for label in labels for seed in MODELS[label][2] if not scored(label, seed)]
+        missing = [(label, seed) for label in labels for seed in MODELS[label][2]
+                   if not all(str(d) in known_scores(label, seed) for d in MODELS[label][3])]
         with ThreadPoolExecutor(max_workers=args.workers) as pool:
             list(pool.map(run_child, missing))
 
