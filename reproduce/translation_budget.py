@@ -16,6 +16,9 @@ docs/layerdrop_at_short_budgets.md): the baseline, the recipe, the distilled mod
 from scratch. Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
 stopped and a scored run is read back, not rerun. Results: docs/results/translation_budget.json.
 
+Seeds 1 and 3 of the baseline, the recipe and the 3-layer decoder (BART-like) make the headline comparison a
+three-seed one: ``headline`` in the JSON holds mean and standard deviation per model and depth.
+
     python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2]   # 35 to 70 minutes per run
 """
 
@@ -27,7 +30,8 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from statistics import mean, stdev
 from pathlib import Path
 
 from diagnose_translation import BART_LIKE, BASE, VALID_LOSS
@@ -50,6 +54,16 @@ VARIANTS: dict[str, tuple[int, int, list[str]]] = {
     "s2_p0.2_warmup350_bartlike": (2, 6, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350", *BART_LIKE]),
     "s2_scratch3_bartlike": (2, 3, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
 }
+# Round five: seeds 1 and 3 of the three models behind the headline comparison (baseline, recipe, 3 layers
+# from scratch), so that it is reported as mean and standard deviation over three seeds.
+HEADLINE = {"p0.0_bartlike": (6, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
+            "p0.2_warmup350_bartlike": (6, ["--decoder-layerdrop", "0.2", "--layerdrop-warmup-updates", "350",
+                                            *BART_LIKE]),
+            "scratch3_bartlike": (3, ["--decoder-layerdrop", "0.0", *BART_LIKE])}
+HEADLINE_SEEDS = (1, 2, 3)
+for _seed in HEADLINE_SEEDS:
+    for _model, (_layers, _flags) in HEADLINE.items():
+        VARIANTS.setdefault(f"s{_seed}_{_model}", (_seed, _layers, _flags))
 RUN_DIR = RUNS / "translation_budget"
 RESULT = RESULTS / "translation_budget.json"
 
@@ -83,6 +97,7 @@ def run_one(name: str) -> dict:
 def add_run(results: dict, name: str, record: dict) -> None:
     results["max_update"] = MAX_UPDATE
     results.setdefault("runs", {})[name] = record
+    results["headline"] = headline(results["runs"])
 
 
 def main() -> None:
@@ -96,11 +111,41 @@ def main() -> None:
         raise SystemExit(f"--only: unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULT.read_text()) if RESULT.exists() else {"max_update": MAX_UPDATE, "runs": {}}
+    done = [n for n in names if n in results.get("runs", {})]
+    if done:  # runs/ may be gone (a fresh clone): a published run is read back, not trained again
+        print(f"already in {RESULT.name}: {', '.join(done)}", flush=True)
+    names = [n for n in names if n not in done]
     with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        for name, record in zip(names, pool.map(run_one, names)):
+        futures = {pool.submit(run_one, name): name for name in names}
+        for future in as_completed(futures):  # each run's result is written as soon as it is scored
+            name, record = futures[future], future.result()
             results = merge_json(RESULT, lambda data: add_run(data, name, record))
             print(f"{name}: valid {record['valid']} test BLEU {record['test_bleu']}", flush=True)
+    results = merge_json(RESULT, lambda data: data.update(headline=headline(data.get("runs", {}))))
     plot(results, RESULT.with_suffix(".png"))
+    for model, row in results["headline"].items():
+        print(model, row, flush=True)
+
+
+def headline(runs: dict) -> dict:
+    """Per headline model: test BLEU at each scored depth and the final validation loss, as mean and sample
+    standard deviation over the seeds that have finished (the seeds listed, so a partial table says so)."""
+    table = {}
+    for model in HEADLINE:
+        records = [runs[f"s{seed}_{model}"] for seed in HEADLINE_SEEDS if f"s{seed}_{model}" in runs]
+        if not records:
+            continue
+        row: dict = {"seeds": [r["seed"] for r in records]}
+        for depth in sorted({d for r in records for d in r["test_bleu"]}, key=int, reverse=True):
+            row[f"bleu_{depth}"] = spread([r["test_bleu"][depth] for r in records if depth in r["test_bleu"]])
+        row["valid_loss"] = spread([r["valid"][str(MAX_UPDATE)] for r in records])
+        table[model] = row
+    return table
+
+
+def spread(values: list[float]) -> dict:
+    return {"mean": round(mean(values), 3), "std": round(stdev(values), 3) if len(values) > 1 else None,
+            "values": values}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -109,6 +154,8 @@ def plot(results: dict, path: Path) -> None:
     short = json.loads(short_file.read_text()) if short_file.exists() else {}
     lines, styles = {}, {}
     for name, record in sorted(results["runs"].items()):
+        if record["seed"] != 2:  # the curves compare budgets on one seed; other seeds are in the headline table
+            continue
         long_label = f"{name}, {MAX_UPDATE} updates"
         lines[long_label], styles[long_label] = record["valid"], ("-", None)
         if name in short:  # dotted, in the long run's colour
