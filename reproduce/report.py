@@ -15,6 +15,7 @@ from typing import Any
 
 from run_all import EXPERIMENTS as RUN_ORDER
 from study import plot_lines, pyplot, RESULTS
+from translation_budget import headline
 
 # (name, command) in figure order
 EXPERIMENTS = sorted((name, "python reproduce/" + " ".join(command)) for name, command, _ in RUN_ORDER)
@@ -120,16 +121,52 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
 
 
 DISTILLED = "LayerDrop p=0.5, rate warmup and distillation"
+# reproduce/translation_budget.py's headline models, under the study's labels.
+BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup350_bartlike": "LayerDrop recipe",
+                 "scratch3_bartlike": "trained from scratch at that depth"}
+BUDGET_LABEL = "2,100 updates, BART-like"
 
 
-def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe") -> list[tuple[str, str, str]]:
+def budget_lines(data: dict[str, Any]) -> dict[str, Any]:
+    """translation_budget.json's headline models as a study's lines (mean test BLEU per depth) and per-seed scores."""
+    lines: dict[str, dict[str, float]] = {}
+    std: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, dict[str, float]]] = {}
+    for model, label in BUDGET_MODELS.items():
+        runs = {r["seed"]: r["test_bleu"] for name, r in data["runs"].items() if name == f"s{r['seed']}_{model}"}
+        if not runs:
+            continue
+        per_seed[label] = {str(seed): scores for seed, scores in sorted(runs.items())}
+        depths = sorted({d for scores in runs.values() for d in scores}, key=int, reverse=True)
+        row = headline(data["runs"])[model]
+        lines[label] = {d: row[f"bleu_{d}"]["mean"] for d in depths}
+        std[label] = {d: row[f"bleu_{d}"]["std"] for d in depths if row[f"bleu_{d}"]["std"] is not None}
+    return {"lines": lines, "std": std, "per_seed": per_seed}
+
+
+def budget_section(data: dict[str, Any]) -> list[str]:
+    """The 2,100-update translation study: test BLEU per decoder depth, mean ± standard deviation over seeds."""
+    study = budget_lines(data)
+    seeds = {label: len(by_seed) for label, by_seed in study["per_seed"].items()}
+    depths = sorted({int(d) for line in study["lines"].values() for d in line}, reverse=True)
+    return ["## Translation trained to a plateau (2,100 updates, BART-like architecture)", "",
+            "`python reproduce/translation_budget.py`: Multi30k de→en, 3-layer encoder, 6-layer decoder, 2,100 updates "
+            "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
+            "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds (seeds per model: "
+            + ", ".join(f"{label} {n}" for label, n in seeds.items())
+            + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
+            "behind it: docs/layerdrop_at_short_budgets.md, section 9.", ""] + \
+        lines_table(study["lines"], depths, 1, study["std"]) + [""]
+
+
+def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", where: str = "") -> list[tuple[str, str, str]]:
     """The targets of the issue "LayerDrop that pays off", on mean test BLEU, for one LayerDrop line.
 
     A target that holds on the means is not established when the LayerDrop line ran with one seed, or,
     where both sides ran with several, when it does not hold on every seed."""
     lines, per_seed = data["lines"], data.get("per_seed", {})
     recipe, base, scratch = lines[label], lines["baseline p=0"], lines["trained from scratch at that depth"]
-    name = "the recipe" if label == "LayerDrop recipe" else label
+    name = ("the recipe" if label == "LayerDrop recipe" else label) + where
 
     def verdict(holds_on_means: bool, other: str, depth: str, margin: float) -> str:
         if not holds_on_means:
@@ -202,6 +239,9 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
         no_worse = at_full >= base_full * (1 - tolerance) if higher else at_full <= base_full * (1 + tolerance)
         rows.append((f"LayerDrop at full depth is no worse than the baseline (within 1 %; {name})",
                      f"{gentle}: {at_full:.{digits}f}; baseline: {base_full:.{digits}f}", "holds" if no_worse else "does not hold"))
+    if "translation_budget" in results:
+        rows += translation_targets(budget_lines(results["translation_budget"]),
+                                    where=f"; {BUDGET_LABEL}")
     if "fig3_classification" in results:
         data = results["fig3_classification"]
         for task, lines in data["tasks"].items():
@@ -263,6 +303,10 @@ def main() -> None:
     for name, command in EXPERIMENTS:
         if name in results:
             lines += section(name, command, results[name])
+    budget = RESULTS / "translation_budget.json"
+    if budget.is_file():  # a companion study beyond `make reproduce` (hours, not minutes, on 2 cores)
+        results["translation_budget"] = json.loads(budget.read_text())
+        lines += budget_section(results["translation_budget"])
     lines += claims(results)
     (RESULTS / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'RESULTS.md'} ({len(results)} experiments)")

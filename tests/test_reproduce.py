@@ -38,3 +38,24 @@ def test_results_merged_by_two_processes_at_once_keep_both(tmp_path):
     assert [w.wait(timeout=120) for w in writers] == [0, 0]
     import json
     assert set(json.loads(path.read_text())) == {f"{name}{i}" for name in "ab" for i in range(200)}
+
+
+def test_translation_budget_claims_read_every_seed():
+    """The 2,100-update claims average the seeds and stay "not established" unless every seed agrees."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import budget_lines, translation_targets
+
+    def run(seed, model, bleu):
+        return f"s{seed}_{model}", {"seed": seed, "test_bleu": bleu, "valid": {"2100": 1.7 + seed / 100}}
+
+    scores = {"p0.0_bartlike": [{"6": 39.0, "3": 9.0}, {"6": 38.0, "3": 10.0}, {"6": 40.0, "3": 11.0}],
+              "p0.2_warmup350_bartlike": [{"6": 39.0, "3": 36.0}, {"6": 38.0, "3": 30.0}, {"6": 39.5, "3": 35.0}],
+              "scratch3_bartlike": [{"3": 30.0}, {"3": 31.0}, {"3": 29.0}]}
+    data = {"runs": dict(run(seed, model, bleu[seed - 1]) for model, bleu in scores.items() for seed in (1, 2, 3))}
+    study = budget_lines(data)
+    assert study["lines"]["LayerDrop recipe"] == {"6": 38.833, "3": 33.667}
+    assert study["std"]["trained from scratch at that depth"] == {"3": 1.0}
+    verdicts = [verdict for _, _, verdict in translation_targets(study)]
+    # full depth: 38.8 vs 39.0 holds on every seed; 3 layers vs scratch: 33.7 vs 30.0 on the means, but seed 2
+    # has 30.0 against 31.0; against the baseline pruned: +23.7 on every seed.
+    assert verdicts == ["holds", "not established (holds on the means, not on every seed)", "holds"]
