@@ -173,6 +173,8 @@ def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", w
             return "does not hold"
         if len(per_seed.get(label, {})) == 1:
             return "not established (one seed)"
+        if len(per_seed.get(other, {})) == 1:
+            return "not established (one seed of the model compared against)"
         if not holds_on_every_seed(per_seed, label, other, depth, lambda ours, theirs: ours >= theirs + margin):
             return "not established (holds on the means, not on every seed)"
         return "holds"
