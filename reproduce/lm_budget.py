@@ -23,11 +23,10 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from fig2_lm import PRESETS
 from lm_architecture import BART_LIKE
-from study import keep_list, merge_json, RESULTS, RUNS, table_value, write_json
+from study import keep_list, RESULTS, RUNS, table_value, train_variants, write_json
 
 MAX_UPDATE = 5000
 VALIDATE_EVERY = 500
@@ -73,20 +72,14 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"--only: unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    published = json.loads(RESULT.read_text()).get("runs", {}) if RESULT.exists() else {}
-    names = [n for n in names if n not in published]
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(run_one, name): name for name in names}
-        for future in as_completed(futures):
-            name, record = futures[future], future.result()
-            merge_json(RESULT, lambda data: data.update(max_update=MAX_UPDATE, runs={**data.get("runs", {}), name: record}))
-            print(f"{name}: valid {record['valid']} by depth {record['valid_loss_by_depth']}", flush=True)
+    train_variants(args.only.split(",") if args.only else list(VARIANTS), VARIANTS, RESULT, run_one, add_run,
+                   args.workers)
 
+
+def add_run(results: dict, name: str, record: dict) -> None:
+    results["max_update"] = MAX_UPDATE
+    results.setdefault("runs", {})[name] = record
 
 if __name__ == "__main__":
     main()

@@ -184,3 +184,23 @@ def plot_lines(lines: dict[str, dict[str, float]], ylabel: str, title: str, path
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def train_variants(names: list[str], variants: dict, result: Path, run_one: Callable[[str], dict],
+                   add_run: Callable[[dict, str, dict], None], workers: int) -> None:
+    """Train and score the named variants ``workers`` at a time, merging each record into ``result`` as soon
+    as it is scored. A variant already in ``result`` is read back, not trained again (runs/ may be gone)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    unknown = [n for n in names if n not in variants]
+    if unknown:
+        raise SystemExit(f"--only: unknown variant(s) {unknown}; valid: {', '.join(variants)}")
+    published = json.loads(result.read_text()).get("runs", {}) if result.exists() else {}
+    if done := [n for n in names if n in published]:
+        print(f"already in {result.name}: {', '.join(done)}", flush=True)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run_one, name): name for name in names if name not in published}
+        for future in as_completed(futures):
+            name, record = futures[future], future.result()
+            merge_json(result, lambda data: add_run(data, name, record))
+            print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in record.items() if k not in ("command", "flags")), flush=True)

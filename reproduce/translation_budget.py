@@ -30,12 +30,11 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from statistics import mean, stdev
 from pathlib import Path
 
 from diagnose_translation import BART_LIKE, BASE, VALID_LOSS
-from study import keep_list, merge_json, number, plot_lines, RESULTS, RUNS, write_json
+from study import keep_list, merge_json, train_variants, number, plot_lines, RESULTS, RUNS, write_json
 
 MAX_UPDATE = 2100
 VALIDATE_EVERY = 350
@@ -105,22 +104,9 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    names = args.only.split(",") if args.only else list(VARIANTS)
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"--only: unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    results = json.loads(RESULT.read_text()) if RESULT.exists() else {"max_update": MAX_UPDATE, "runs": {}}
-    done = [n for n in names if n in results.get("runs", {})]
-    if done:  # runs/ may be gone (a fresh clone): a published run is read back, not trained again
-        print(f"already in {RESULT.name}: {', '.join(done)}", flush=True)
-    names = [n for n in names if n not in done]
-    with ThreadPoolExecutor(max_workers=args.workers) as pool:
-        futures = {pool.submit(run_one, name): name for name in names}
-        for future in as_completed(futures):  # each run's result is written as soon as it is scored
-            name, record = futures[future], future.result()
-            results = merge_json(RESULT, lambda data: add_run(data, name, record))
-            print(f"{name}: valid {record['valid']} test BLEU {record['test_bleu']}", flush=True)
+    train_variants(args.only.split(",") if args.only else list(VARIANTS), VARIANTS, RESULT, run_one, add_run,
+                   args.workers)
     results = merge_json(RESULT, lambda data: data.update(headline=headline(data.get("runs", {}))))
     plot(results, RESULT.with_suffix(".png"))
     for model, row in results["headline"].items():
