@@ -123,7 +123,7 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
 DISTILLED = "LayerDrop p=0.5, rate warmup and distillation"
 # reproduce/translation_budget.py's headline models, under the study's labels.
 BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup350_bartlike": "LayerDrop recipe",
-                 "scratch3_bartlike": "trained from scratch at that depth"}
+                 "p0.5_warmup350_distill_bartlike": DISTILLED, "scratch3_bartlike": "trained from scratch at that depth"}
 BUDGET_LABEL = "2,100 updates, BART-like"
 
 
@@ -155,7 +155,7 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds (seeds per model: "
             + ", ".join(f"{label} {n}" for label, n in seeds.items())
             + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, section 9.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 and 10.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + [""]
 
 
@@ -242,8 +242,10 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
         rows.append((f"LayerDrop at full depth is no worse than the baseline (within 1 %; {name})",
                      f"{gentle}: {at_full:.{digits}f}; baseline: {base_full:.{digits}f}", "holds" if no_worse else "does not hold"))
     if "translation_budget" in results:
-        rows += translation_targets(budget_lines(results["translation_budget"]),
-                                    where=f"; {BUDGET_LABEL}")
+        budget = budget_lines(results["translation_budget"])
+        for label in ("LayerDrop recipe", DISTILLED):
+            if label in budget["lines"]:
+                rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
     if "fig3_classification" in results:
         data = results["fig3_classification"]
         for task, lines in data["tasks"].items():

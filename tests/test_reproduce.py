@@ -43,7 +43,7 @@ def test_results_merged_by_two_processes_at_once_keep_both(tmp_path):
 def test_translation_budget_claims_read_every_seed():
     """The 2,100-update claims average the seeds and stay "not established" unless every seed agrees."""
     sys.path.insert(0, str(ROOT / "reproduce"))
-    from report import budget_lines, translation_targets
+    from report import DISTILLED, budget_lines, translation_targets
 
     def run(seed, model, bleu):
         return f"s{seed}_{model}", {"seed": seed, "test_bleu": bleu, "valid": {"2100": 1.7 + seed / 100}}
@@ -61,3 +61,6 @@ def test_translation_budget_claims_read_every_seed():
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)", "holds"]
     del data["runs"]["s1_scratch3_bartlike"], data["runs"]["s3_scratch3_bartlike"]  # the comparison on one seed
     assert translation_targets(budget_lines(data))[1][2] == "not established (one seed of the model compared against)"
+    # A second LayerDrop candidate is judged on its own seeds: one seed is never enough.
+    data["runs"].update([run(2, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
+    assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (one seed)"] * 3
