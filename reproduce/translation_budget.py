@@ -19,7 +19,7 @@ stopped and a scored run is read back, not rerun. Results: docs/results/translat
 Seeds 1 and 3 of the baseline, the recipe, the distilled model and the 3-layer decoder (BART-like) make the
 headline comparison a three-seed one: ``headline`` in the JSON holds mean and standard deviation per model and depth.
 
-    python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2]   # 35 to 70 minutes per run
+    python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2] [--threads 1]   # 35 to 120 minutes per run
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 from statistics import mean, stdev
 from pathlib import Path
 
@@ -71,11 +72,11 @@ RUN_DIR = RUNS / "translation_budget"
 RESULT = RESULTS / "translation_budget.json"
 
 
-def run_one(name: str) -> dict:
+def run_one(name: str, threads: int = 1) -> dict:
     seed, layers, flags = VARIANTS[name]
     out_dir = RUN_DIR / name
     log = RUN_DIR / f"{name}.out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     scores_file = out_dir / "bleu.json"
     command = [sys.executable, "-m", "layerdrop", "train", "--save-dir", str(out_dir), "--seed", str(seed), *LONG,
                "--decoder-layers", str(layers), *flags]
@@ -107,10 +108,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per run (2 with --workers 1: one run alone)")
     args = parser.parse_args()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    train_variants(args.only.split(",") if args.only else list(VARIANTS), VARIANTS, RESULT, run_one, add_run,
-                   args.workers)
+    train_variants(args.only.split(",") if args.only else list(VARIANTS), VARIANTS, RESULT,
+                   partial(run_one, threads=args.threads), add_run, args.workers)
     results = merge_json(RESULT, lambda data: data.update(headline=headline(data.get("runs", {}))))
     plot(results, RESULT.with_suffix(".png"))
     for model, row in results["headline"].items():
