@@ -155,14 +155,17 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds (seeds per model: "
             + ", ".join(f"{label} {n}" for label, n in seeds.items())
             + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 and 10.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 11.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + [""]
+
+
+SEEDS_IN_WORDS = {1: "one seed", 2: "two seeds"}
 
 
 def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", where: str = "") -> list[tuple[str, str, str]]:
     """The targets of the issue "LayerDrop that pays off", on mean test BLEU, for one LayerDrop line.
 
-    A target that holds on the means is not established when the LayerDrop line ran with one seed, or,
+    A target that holds on the means is not established when either line ran with fewer than three seeds, or,
     where both sides ran with several, when it does not hold on every seed."""
     lines, per_seed = data["lines"], data.get("per_seed", {})
     recipe, base, scratch = lines[label], lines["baseline p=0"], lines["trained from scratch at that depth"]
@@ -171,10 +174,11 @@ def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", w
     def verdict(holds_on_means: bool, other: str, depth: str, margin: float) -> str:
         if not holds_on_means:
             return "does not hold"
-        if len(per_seed.get(label, {})) == 1:
-            return "not established (one seed)"
-        if len(per_seed.get(other, {})) == 1:
-            return "not established (one seed of the model compared against)"
+        # The issue asks for three seeds behind a headline comparison; fewer never establish a target.
+        if 0 < len(per_seed.get(label, {})) < 3:
+            return f"not established ({SEEDS_IN_WORDS[len(per_seed[label])]})"
+        if 0 < len(per_seed.get(other, {})) < 3:
+            return f"not established ({SEEDS_IN_WORDS[len(per_seed[other])]} of the model compared against)"
         if not holds_on_every_seed(per_seed, label, other, depth, lambda ours, theirs: ours >= theirs + margin):
             return "not established (holds on the means, not on every seed)"
         return "holds"

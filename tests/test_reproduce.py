@@ -61,6 +61,8 @@ def test_translation_budget_claims_read_every_seed():
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)", "holds"]
     del data["runs"]["s1_scratch3_bartlike"], data["runs"]["s3_scratch3_bartlike"]  # the comparison on one seed
     assert translation_targets(budget_lines(data))[1][2] == "not established (one seed of the model compared against)"
-    # A second LayerDrop candidate is judged on its own seeds: one seed is never enough.
+    # A second LayerDrop candidate is judged on its own seeds: fewer than three never establish a target.
     data["runs"].update([run(2, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (one seed)"] * 3
+    data["runs"].update([run(1, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
+    assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (two seeds)"] * 3
