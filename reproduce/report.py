@@ -162,6 +162,47 @@ def budget_section(data: dict[str, Any]) -> list[str]:
 SEEDS_IN_WORDS = {1: "one seed", 2: "two seeds"}
 
 
+# reproduce/lm_budget.py's models (seed 1), under the study's labels.
+LM_BUDGET_MODELS = {"s1_p0.0_bartlike": "baseline p=0", "s1_p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
+                    "s1_p0.5_warmup800_distill_bartlike": "LayerDrop p=0.5, rate warmup and distillation",
+                    "s1_scratch4_bartlike": "trained from scratch at that depth"}
+
+
+def lm_budget_lines(data: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """lm_budget.json's models as a study's lines: validation loss per depth kept."""
+    return {label: data["runs"][name]["valid_loss_by_depth"] for name, label in LM_BUDGET_MODELS.items()
+            if name in data.get("runs", {})}
+
+
+def lm_budget_section(data: dict[str, Any]) -> list[str]:
+    """The Tiny Shakespeare LM trained for twice the study's budget (seed 1)."""
+    return ["## Language model trained longer (5,000 updates, BART-like architecture, one seed)", "",
+            "`python reproduce/lm_budget.py`: Figure 2's Tiny Shakespeare LM (8 layers, width 128, 16 × 64 characters "
+            f"an update) for {data.get('max_update', 5000):,} updates with BART's choices, seed 1; validation loss "
+            "(nats per character, whole split, lower is better), checkpoint_last, pruned every other way. Raw numbers "
+            "and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
+            "docs/layerdrop_at_short_budgets.md, sections 10.2 and 11.", ""] + \
+        lines_table(lm_budget_lines(data), [8, 4, 2]) + [""]
+
+
+def lm_targets(lines: dict[str, dict[str, float]], where: str) -> list[tuple[str, str, str]]:
+    """The issue's LM targets, for every LayerDrop line: full depth within 1 % of the baseline, and the pruned
+    model at least as good as the one from scratch at 4 layers. One seed: a target that holds is not established."""
+    rows = []
+    base, scratch = lines.get("baseline p=0", {}), lines.get("trained from scratch at that depth", {})
+    for label in (label for label in lines if label.startswith("LayerDrop")):
+        ours = lines[label]
+        if "8" in base:
+            rows.append((f"LM: LayerDrop at full depth within 1 % of the baseline's validation loss ({label}; {where})",
+                         f"{ours['8']:.3f} vs {base['8']:.3f} ({(ours['8'] / base['8'] - 1) * 100:+.1f} %)",
+                         "not established (one seed)" if ours["8"] <= base["8"] * 1.01 else "does not hold"))
+        if "4" in scratch:
+            rows.append((f"LM: LayerDrop pruned to 4 of 8 layers at least as good as 4 layers from scratch ({label}; {where})",
+                         f"{ours['4']:.3f} vs {scratch['4']:.3f}",
+                         "not established (one seed)" if ours["4"] <= scratch["4"] else "does not hold"))
+    return rows
+
+
 def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", where: str = "") -> list[tuple[str, str, str]]:
     """The targets of the issue "LayerDrop that pays off", on mean test BLEU, for one LayerDrop line.
 
@@ -250,6 +291,8 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
         for label in ("LayerDrop recipe", DISTILLED):
             if label in budget["lines"]:
                 rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
+    if "lm_budget" in results:
+        rows += lm_targets(lm_budget_lines(results["lm_budget"]), "5,000 updates, BART-like")
     if "fig3_classification" in results:
         data = results["fig3_classification"]
         for task, lines in data["tasks"].items():
@@ -315,6 +358,10 @@ def main() -> None:
     if budget.is_file():  # a companion study beyond `make reproduce` (hours, not minutes, on 2 cores)
         results["translation_budget"] = json.loads(budget.read_text())
         lines += budget_section(results["translation_budget"])
+    lm_budget = RESULTS / "lm_budget.json"
+    if lm_budget.is_file():  # likewise
+        results["lm_budget"] = json.loads(lm_budget.read_text())
+        lines += lm_budget_section(results["lm_budget"])
     lines += claims(results)
     (RESULTS / "RESULTS.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS / 'RESULTS.md'} ({len(results)} experiments)")

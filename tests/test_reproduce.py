@@ -66,3 +66,16 @@ def test_translation_budget_claims_read_every_seed():
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (one seed)"] * 3
     data["runs"].update([run(1, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (two seeds)"] * 3
+
+
+def test_lm_budget_targets_need_more_than_one_seed():
+    """The LM rows: a target met on lm_budget's one seed is "not established", one missed "does not hold"."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import lm_budget_lines, lm_targets
+
+    data = {"runs": {"s1_p0.0_bartlike": {"valid_loss_by_depth": {"8": 1.47, "4": 3.1}},
+                     "s1_p0.5_warmup800_distill_bartlike": {"valid_loss_by_depth": {"8": 1.48, "4": 1.62}},
+                     "s1_scratch4_bartlike": {"valid_loss_by_depth": {"4": 1.52}}}}
+    rows = lm_targets(lm_budget_lines(data), "test")
+    assert [(measured, verdict) for _, measured, verdict in rows] == [
+        ("1.480 vs 1.470 (+0.7 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold")]
