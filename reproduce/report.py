@@ -159,9 +159,6 @@ def budget_section(data: dict[str, Any]) -> list[str]:
         lines_table(study["lines"], depths, 1, study["std"]) + [""]
 
 
-SEEDS_IN_WORDS = {1: "one seed", 2: "two seeds"}
-
-
 # reproduce/lm_budget.py's models (seed 1), under the study's labels.
 LM_BUDGET_MODELS = {"s1_p0.0_bartlike": "baseline p=0", "s1_p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
                     "s1_p0.5_warmup800_distill_bartlike": "LayerDrop p=0.5, rate warmup and distillation",
@@ -201,6 +198,9 @@ def lm_targets(lines: dict[str, dict[str, float]], where: str) -> list[tuple[str
                          f"{ours['4']:.3f} vs {scratch['4']:.3f}",
                          "not established (one seed)" if ours["4"] <= scratch["4"] else "does not hold"))
     return rows
+
+
+SEEDS_IN_WORDS = {1: "one seed", 2: "two seeds"}
 
 
 def translation_targets(data: dict[str, Any], label: str = "LayerDrop recipe", where: str = "") -> list[tuple[str, str, str]]:
