@@ -68,6 +68,25 @@ def test_translation_budget_claims_read_every_seed():
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (two seeds)"] * 3
 
 
+def test_translation_budget_judges_the_pruned_model_against_each_small_model():
+    """Where the 3-layer decoder also ran with a longer lr warmup, the pruned models meet it in a row of its own."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import budget_lines, translation_targets
+
+    def runs(model, bleu):
+        return {f"s{seed}_{model}": {"seed": seed, "test_bleu": b, "valid": {"2100": 1.7}} for seed, b in enumerate(bleu, 1)}
+
+    data = {"runs": {**runs("p0.0_bartlike", [{"6": 39.0, "3": 9.0}] * 3),
+                     **runs("p0.2_warmup350_bartlike", [{"6": 38.8, "3": 36.0}] * 3),
+                     **runs("scratch3_bartlike", [{"3": 38.0}, {"3": 30.0}, {"3": 4.0}])}}
+    assert len(translation_targets(budget_lines(data))) == 3  # no tuned small model: the three rows of before
+    data["runs"].update(runs("scratch3_lrwarmup350_bartlike", [{"3": 38.0}, {"3": 37.5}, {"3": 38.2}]))
+    rows = translation_targets(budget_lines(data))
+    assert [(measured, verdict) for claim, measured, verdict in rows if "from scratch" in claim] == [
+        ("36.0 vs 24.0", "not established (holds on the means, not on every seed)"), ("36.0 vs 37.9", "does not hold")]
+    assert "350-update lr warmup" in rows[2][0]
+
+
 def test_lm_budget_targets_need_more_than_one_seed():
     """The LM rows: a target met on lm_budget's one seed is "not established", one missed "does not hold"."""
     sys.path.insert(0, str(ROOT / "reproduce"))
