@@ -16,8 +16,10 @@ docs/layerdrop_at_short_budgets.md): the baseline, the recipe, the distilled mod
 from scratch. Runs go two at a time with one thread each (a fair A/B of quality on 2 cores); each resumes where it
 stopped and a scored run is read back, not rerun. Results: docs/results/translation_budget.json.
 
-Seeds 1 and 3 of the baseline, the recipe, the distilled model and the 3-layer decoder (BART-like) make the
-headline comparison a three-seed one: ``headline`` in the JSON holds mean and standard deviation per model and depth.
+Seeds 1 to 3 of the baseline, the recipe, the distilled model and the 3-layer decoder (BART-like; with the
+baseline's lr warmup and with a longer one) make the headline comparison a three-seed one: ``headline`` in the
+JSON holds mean and standard deviation per model and depth. Decoders of 2 and 1 layers from scratch (seed 1)
+give every scored depth a model trained for it.
 
     python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2] [--threads 1]   # 35 to 120 minutes per run
 """
