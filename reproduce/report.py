@@ -161,7 +161,16 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             + ", ".join(f"{label} {n}" for label, n in seeds.items())
             + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
             "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 12.", ""] + \
-        lines_table(study["lines"], depths, 1, study["std"]) + [""]
+        lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
+
+
+def other_budget_runs(data: dict[str, Any]) -> str:
+    """The runs of translation_budget.json outside the table (probes, earlier rounds), so that no score hides."""
+    shown = {f"s{record['seed']}_{model}" for record in data["runs"].values() for model in BUDGET_MODELS}
+    others = [f"`{name}` " + " / ".join(f"{bleu} ({depth})" for depth, bleu in record["test_bleu"].items())
+              for name, record in sorted(data["runs"].items()) if name not in shown]
+    return ("Other runs, not in the table (test BLEU at the decoder depths in brackets): " + "; ".join(others) + "."
+            if others else "")
 
 
 # reproduce/lm_budget.py's models (seed 1), under the study's labels.
