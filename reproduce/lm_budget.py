@@ -41,6 +41,13 @@ VARIANTS: dict[str, tuple[int, int, list[str]]] = {
     # layers at 35.9 BLEU): does it lift the pruned LM towards the 4-layer model from scratch?
     "s1_p0.5_warmup800_distill_bartlike": (1, 8, ["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "800",
                                                   "--layerdrop-distill", *BART_LIKE]),
+    # Round eight: the same distilled model with the served sub-networks trained directly (--layerdrop-sampling
+    # evenly-spaced: the paper's number of layers per update, placed as every-other pruning places them).
+    "s1_p0.5_warmup800_distill_evenly_bartlike": (1, 8, ["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates", "800",
+                                                         "--layerdrop-distill", "--layerdrop-sampling", "evenly-spaced",
+                                                         *BART_LIKE]),
+    # The other pruned depth the study scores (2 of 8 layers) gets a model trained for it too.
+    "s1_scratch2_bartlike": (1, 2, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
 }
 RUN_DIR = RUNS / "lm_budget"
 RESULT = RESULTS / "lm_budget.json"

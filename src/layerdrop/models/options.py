@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from layerdrop.config import MAX_UPDATES, option, shorten
 from layerdrop.errors import UserError
-from layerdrop.nn.drop_plan import LayerDropConfig
+from layerdrop.nn.drop_plan import SAMPLINGS, LayerDropConfig
 from layerdrop.nn.learned_gates import MAX_RATE
 from layerdrop.nn.schedules import SCHEDULES
 from layerdrop.nn.structured import UNITS
@@ -33,12 +33,16 @@ class LayerDropOptions:
     layerdrop_gamma: float | None = option(None, "progressive schedule: ramp speed gamma (default: 5 / --max-update)")
     layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates "
                                               "(0: from update 0, the paper's rule)")
+    layerdrop_sampling: str = option("per-layer", "which layers a LayerDrop draw keeps: per-layer (the paper: one draw "
+                                                  "per layer, any subset) or evenly-spaced (the paper's number of layers, "
+                                                  "placed as every-other pruning places them)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
         return LayerDropConfig(p=getattr(self, f"{stack}_layerdrop"), unit=self.layerdrop_unit,
                                schedule=self.layerdrop_schedule, gamma=self.layerdrop_gamma or 0.0,
-                               warmup=self.layerdrop_warmup_updates, learned_gates=getattr(self, f"{stack}_learned_gates"))
+                               warmup=self.layerdrop_warmup_updates, learned_gates=getattr(self, f"{stack}_learned_gates"),
+                               sampling=self.layerdrop_sampling)
 
     def check_layerdrop(self, stacks: tuple[str, ...]) -> None:
         """One message naming the flag for every LayerDrop setting that cannot work."""
@@ -52,6 +56,16 @@ class LayerDropOptions:
         if gamma is not None and self.layerdrop_schedule != "progressive":
             raise UserError(f"--layerdrop-gamma: only the progressive schedule uses it; got --layerdrop-schedule "
                             f"{self.layerdrop_schedule}")
+        if self.layerdrop_sampling not in SAMPLINGS:
+            raise UserError(f"--layerdrop-sampling: got {shorten(self.layerdrop_sampling)}; valid: {', '.join(SAMPLINGS)}")
+        if self.layerdrop_sampling == "evenly-spaced":
+            clash = ([f"--layerdrop-unit {self.layerdrop_unit}"] if self.layerdrop_unit != "layer" else []) + \
+                    ([f"--layerdrop-schedule {self.layerdrop_schedule}"] if self.layerdrop_schedule != "uniform" else []) + \
+                    [f"--{stack}-learned-gates" for stack in stacks if getattr(self, f"{stack}_learned_gates")]
+            if clash:
+                raise UserError(f"--layerdrop-sampling evenly-spaced: needs whole layers at one rate each; got "
+                                f"{', '.join(clash)}; valid: --layerdrop-unit layer, --layerdrop-schedule uniform, "
+                                "no learned gates")
         warmup = self.layerdrop_warmup_updates
         if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_UPDATES:
             raise UserError(f"--layerdrop-warmup-updates: got {shorten(warmup)}; valid: an integer from 0 to {MAX_UPDATES:,}")

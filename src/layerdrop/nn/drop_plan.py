@@ -12,6 +12,15 @@ layer from a generator seeded by those numbers, never from the global RNG, and n
 
 A skipped layer runs no computation, so its parameters get no gradient (``.grad`` stays None and AdamW
 neither decays nor moves them that update).
+
+Which layers a draw keeps (``sampling``):
+
+- ``per-layer`` (the paper): each layer is kept or skipped by its own draw, so any subset can run;
+- ``evenly-spaced`` (beyond the paper): the same draws decide how many layers run, and the layers that run
+  are the evenly spaced ones that pruning by "every other" keeps at that depth. The number of layers per
+  update has the paper's distribution; only the choice of which ones changes, so the sub-networks trained
+  are the ones a user will serve (at p = 0.5 on 6 layers, the paper's rule runs exactly 0,2,4 one update in 64;
+  this rule runs it whenever three layers are kept, 5 in 16).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from layerdrop.nn.structured import FULL, SKIPPED, UNITS, LayerPlan, check_unit,
 from layerdrop.seeding import derive_seed
 
 StackPlan = tuple[LayerPlan, ...]
+SAMPLINGS = ("per-layer", "evenly-spaced")
 
 
 def check_drop_rate(p: float, what: str = "layerdrop") -> float:
@@ -47,12 +57,18 @@ class LayerDropConfig:
     gamma: float = 0.0  # the progressive schedule's ramp speed
     warmup: int = 0  # rates rise linearly from 0 over this many updates
     learned_gates: bool = False  # each layer learns its rate (layerdrop.nn.learned_gates); their mean is p
+    sampling: str = "per-layer"  # which layers a draw keeps (see the module docstring)
 
     def __post_init__(self) -> None:
         check_drop_rate(self.p)
         check_unit(self.unit)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"layerdrop schedule: got {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"layerdrop sampling: got {self.sampling!r}; valid: {', '.join(SAMPLINGS)}")
+        if self.sampling != "per-layer" and (self.unit != "layer" or self.schedule != "uniform" or self.learned_gates):
+            raise ValueError("layerdrop sampling evenly-spaced: needs whole layers (unit layer), the uniform schedule "
+                             "and no learned gates, so that every layer has the same rate")
 
     @property
     def active(self) -> bool:
@@ -72,8 +88,14 @@ def full_plan(num_layers: int) -> StackPlan:
     return (FULL,) * num_layers
 
 
+def evenly_spaced(num_layers: int, depth: int) -> list[int]:
+    """``depth`` evenly spaced layers of ``num_layers``, from the first (3 of 6: 0, 2, 4; 2 of 6: 0, 3)."""
+    step = num_layers / depth if depth else 0
+    return [int(i * step) for i in range(depth)]
+
+
 def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit: str = "layer",
-                    heads: list[int] | None = None) -> StackPlan:
+                    heads: list[int] | None = None, sampling: str = "per-layer") -> StackPlan:
     """The plan of one stack for update ``update``: a pure function of its arguments.
 
     ``heads`` (per layer) is needed by the head units only. With every rate 0 nothing is drawn."""
@@ -82,7 +104,11 @@ def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit
     generator = torch.Generator().manual_seed(derive_seed(seed, update, zlib.crc32(stack.encode()), 0))
     draws = torch.rand(len(rates), generator=generator).tolist()
     if unit == "layer":
-        return tuple(FULL if u >= p else SKIPPED for u, p in zip(draws, rates))
+        runs = [u >= p for u, p in zip(draws, rates)]
+        if sampling == "evenly-spaced":
+            kept = set(evenly_spaced(len(rates), sum(runs)))
+            runs = [index in kept for index in range(len(rates))]
+        return tuple(FULL if run else SKIPPED for run in runs)
     return sample_units(unit, rates, heads or [0] * len(rates), generator, draws)
 
 
@@ -91,5 +117,5 @@ def kept_layers(plan: StackPlan) -> list[int]:
     return [i for i, layer in enumerate(plan) if layer.runs]
 
 
-__all__ = ["LayerDropConfig", "LayerPlan", "StackPlan", "UNITS", "check_drop_rate", "draw_stack_plan", "full_plan",
-           "kept_layers"]
+__all__ = ["LayerDropConfig", "LayerPlan", "SAMPLINGS", "StackPlan", "UNITS", "check_drop_rate", "draw_stack_plan", "evenly_spaced",
+           "full_plan", "kept_layers"]

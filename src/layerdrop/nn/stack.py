@@ -92,7 +92,8 @@ class TransformerStack(nn.Module):
                 rates = self.learned_rates().tolist()
         else:
             rates = self.layerdrop.rates(len(self.layers), update)
-        return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads())
+        return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads(),
+                               self.layerdrop.sampling)
 
     def expected_skipped(self, max_update: int) -> float:
         """Expected share of this stack's layer computation that LayerDrop skips over ``max_update`` updates

@@ -18,6 +18,7 @@ import torch
 
 from layerdrop.config import flag_name
 from layerdrop.errors import UserError
+from layerdrop.nn.drop_plan import evenly_spaced
 from layerdrop.pruning.indices import as_items, parse_layers_to_keep
 from layerdrop.pruning.units import apply_unit_requests
 
@@ -33,8 +34,7 @@ def every_other(num_layers: int, depth: int) -> list[int]:
     """``depth`` evenly spaced layers out of ``num_layers`` (depth = n/2 gives the paper's 0,2,4,...)."""
     if not 1 <= depth <= num_layers:
         raise UserError(f"depth: got {depth}; valid: 1 to {num_layers}")
-    step = num_layers / depth
-    return [int(i * step) for i in range(depth)]
+    return evenly_spaced(num_layers, depth)
 
 
 def keep_layer_entries(state_dict: Mapping[str, Any], prefix: str, kept: Sequence[int]) -> dict[str, Any]:

@@ -1,0 +1,78 @@
+"""--layerdrop-sampling evenly-spaced: the paper's number of layers per update, placed as every-other pruning places them."""
+
+import json
+
+import pytest
+
+from layerdrop.checkpoint import load_checkpoint
+from layerdrop.nn.drop_plan import LayerDropConfig, draw_stack_plan, evenly_spaced, kept_layers
+from layerdrop.nn.stack import model_drop_plan
+from layerdrop.pruning import every_other
+from layerdrop.train import TrainConfig, train
+
+from conftest import TINY_TRAIN, run_cli, tiny_model
+
+
+def plans(sampling, p=0.5, layers=6, updates=3000, seed=3):
+    return [kept_layers(draw_stack_plan(seed, u, "decoder", [p] * layers, sampling=sampling)) for u in range(updates)]
+
+
+def test_same_number_of_layers_as_the_paper_placed_as_pruning_places_them():
+    for per_layer, spaced in zip(plans("per-layer"), plans("evenly-spaced")):
+        assert len(spaced) == len(per_layer)  # the same draws decide how many run
+        assert spaced == (every_other(6, len(spaced)) if spaced else [])
+
+
+def test_the_served_sub_network_is_trained_far_more_often():
+    """At p = 0.5 on 6 layers the paper's draws run exactly 0,2,4 about one update in 64; evenly spaced, 5 in 16."""
+    served = [0, 2, 4]
+    per_layer = sum(kept == served for kept in plans("per-layer")) / 3000
+    spaced = sum(kept == served for kept in plans("evenly-spaced")) / 3000
+    assert per_layer == pytest.approx(1 / 64, abs=0.01)
+    assert spaced == pytest.approx(5 / 16, abs=0.03)
+
+
+def test_evenly_spaced_indices():
+    assert evenly_spaced(6, 3) == [0, 2, 4] and evenly_spaced(6, 2) == [0, 3] and evenly_spaced(8, 4) == [0, 2, 4, 6]
+    assert evenly_spaced(6, 6) == list(range(6)) and evenly_spaced(6, 0) == []
+
+
+def test_the_model_draws_evenly_spaced_plans_and_records_the_choice():
+    model = tiny_model(decoder_layers=6, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced")
+    assert model.decoder.layerdrop == LayerDropConfig(p=0.5, sampling="evenly-spaced")
+    depths = set()
+    for update in range(40):
+        kept = kept_layers(model_drop_plan(model, 0, update)["decoder"])
+        assert kept == (every_other(6, len(kept)) if kept else [])
+        depths.add(len(kept))
+    assert len(depths) >= 3  # the depth still varies from update to update
+
+
+def test_sampling_needs_one_rate_for_whole_layers():
+    with pytest.raises(ValueError, match="evenly-spaced"):
+        LayerDropConfig(p=0.5, schedule="linear", sampling="evenly-spaced")
+    with pytest.raises(ValueError, match="evenly-spaced"):
+        LayerDropConfig(p=0.5, unit="head", sampling="evenly-spaced")
+
+
+def test_config_json_keeps_it_and_a_resumed_run_uses_it(tmp_path, corpus_dir):
+    flags = dict(data=str(corpus_dir), batch_size=4, warmup_updates=2, no_progress_bar=True, max_valid_steps=2,
+                 validate_interval_updates=4)
+    model = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
+                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced")
+    save_dir = tmp_path / "run"
+    train(TrainConfig(save_dir=str(save_dir), max_update=4, **flags), model)
+    config = json.loads((save_dir / "checkpoint_last" / "config.json").read_text())
+    assert config["layerdrop_sampling"] == "evenly-spaced"
+    train(TrainConfig(save_dir=str(save_dir), max_update=8, **flags), model)  # resumes from update 4
+    loaded = load_checkpoint(save_dir / "checkpoint_last")
+    assert loaded.config.layerdrop_config("decoder").sampling == "evenly-spaced"
+
+
+def test_bad_sampling_flags_get_one_message(tmp_path):
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--layerdrop-sampling", "even", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-sampling: got 'even'; valid: per-layer, evenly-spaced" in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                   "evenly-spaced", "--layerdrop-unit", "head", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-sampling evenly-spaced: needs whole layers" in proc.stderr and "--layerdrop-unit head" in proc.stderr
+    assert "Traceback" not in proc.stderr
