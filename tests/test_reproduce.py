@@ -93,8 +93,11 @@ def test_lm_budget_targets_need_more_than_one_seed():
     from report import lm_budget_lines, lm_targets
 
     data = {"runs": {"s1_p0.0_bartlike": {"valid_loss_by_depth": {"8": 1.47, "4": 3.1}},
-                     "s1_p0.5_warmup800_distill_bartlike": {"valid_loss_by_depth": {"8": 1.48, "4": 1.62}},
-                     "s1_scratch4_bartlike": {"valid_loss_by_depth": {"4": 1.52}}}}
+                     "s1_p0.5_warmup800_distill_bartlike": {"valid_loss_by_depth": {"8": 1.48, "4": 1.62, "2": 1.84}},
+                     "s1_scratch4_bartlike": {"valid_loss_by_depth": {"4": 1.52}},
+                     "s1_scratch2_bartlike": {"valid_loss_by_depth": {"2": 1.9}}}}
     rows = lm_targets(lm_budget_lines(data), "test")
+    # The small models trained at 4 and at 2 layers form one line, so the pruned model meets each at its depth.
     assert [(measured, verdict) for _, measured, verdict in rows] == [
-        ("1.480 vs 1.470 (+0.7 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold")]
+        ("1.480 vs 1.470 (+0.7 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold"),
+        ("1.840 vs 1.900", "not established (one seed)")]
