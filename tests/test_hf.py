@@ -183,6 +183,17 @@ def test_encoder_and_decoder_rates_apart():
     assert any(not p.runs for plan in plans for p in plan["decoder"])
 
 
+def test_evenly_spaced_sampling_keeps_the_layers_pruning_keeps():
+    from layerdrop.nn.drop_plan import kept_layers
+    from layerdrop.pruning import every_other
+
+    handle = apply_layerdrop(tiny("llama", layers=6), p=0.5, seed=2, sampling="evenly-spaced")
+    kept = [kept_layers(handle.plan(u)["decoder"]) for u in range(40)]
+    assert all(k == (every_other(6, len(k)) if k else []) for k in kept) and len({len(k) for k in kept}) >= 3
+    with pytest.raises(UserError, match="evenly-spaced"):
+        apply_layerdrop(tiny("llama"), p=0.5, schedule="linear", sampling="evenly-spaced")
+
+
 def test_clear_errors():
     with pytest.raises(UserError, match="valid families: gpt2, bert, roberta, llama, mistral, qwen2, opt, bart"):
         prune(transformers.T5ForConditionalGeneration(transformers.T5Config(num_layers=2, d_model=16, d_ff=32, num_heads=2,
