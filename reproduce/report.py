@@ -78,7 +78,7 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
         if data.get("std"):
             seeds = {label: len(by_seed) for label, by_seed in data.get("per_seed", {}).items()}
             out += ["Mean ± standard deviation over seeds where a model ran with more than one (seeds per model: "
-                    + ", ".join(f"{label} {n}" for label, n in seeds.items()) + f"). LayerDrop recipe: `{' '.join(data['recipe'])}`.", ""]
+                    + "; ".join(f"{label}: {n}" for label, n in seeds.items()) + f"). LayerDrop recipe: `{' '.join(data['recipe'])}`.", ""]
         out += lines_table(data["lines"], data["depths"], digits, data.get("std")) + ["", f"![{name}]({image})", ""]
     elif name == "fig3_classification":
         for task, lines in data["tasks"].items():
@@ -121,7 +121,7 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
 
 
 DISTILLED = "LayerDrop p=0.5, rate warmup and distillation"
-EVENLY = "the same, evenly-spaced draws"  # DISTILLED with --layerdrop-sampling evenly-spaced
+EVENLY = "LayerDrop p=0.5, distillation, evenly-spaced draws"  # DISTILLED with --layerdrop-sampling evenly-spaced
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
 # reproduce/translation_budget.py's models, under the study's labels; the small models trained from scratch at
 # each depth with the longer lr warmup share one label (one line of the table, a depth each).
@@ -160,9 +160,9 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "`python reproduce/translation_budget.py`: Multi30k de→en, 3-layer encoder, 6-layer decoder, 2,100 updates "
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds (seeds per model: "
-            + ", ".join(f"{label} {n}" for label, n in seeds.items())
+            + "; ".join(f"{label}: {n}" for label, n in seeds.items())
             + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 12.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 13.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
 
