@@ -77,6 +77,10 @@ HEADLINE = {"p0.0_bartlike": (6, ["--decoder-layerdrop", "0.0", *BART_LIKE]),
 HEADLINE["p0.5_warmup350_distill_evenly_bartlike"] = (6, [*HEADLINE["p0.5_warmup350_distill_bartlike"][1],
                                                          "--layerdrop-sampling", "evenly-spaced"])
 HEADLINE_SEEDS = (1, 2, 3)
+# Round nine: which half of round eight's change does the work. The evenly-spaced draws without distillation (seed
+# 1), one flag from the evenly-spaced distilled model; not in the headline.
+VARIANTS["s1_p0.5_warmup350_evenly_bartlike"] = (1, 6, ["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates",
+                                                        "350", "--layerdrop-sampling", "evenly-spaced", *BART_LIKE])
 # Round seven: the decoder trained from scratch at 2 and 1 layers (the longer lr warmup, seed 1), so that every
 # depth the pruned decoders are scored at has a model trained for it.
 for _layers in (2, 1):
