@@ -69,6 +69,10 @@ def header(name: str, command: str, data: dict[str, Any]) -> list[str]:
             f"Raw numbers and every command run: [`{name}.json`]({name}.json).", ""]
 
 
+def seeds_per_model(per_seed: dict[str, dict[str, Any]]) -> str:
+    return "seeds per model: " + "; ".join(f"{label}: {len(by_seed)}" for label, by_seed in per_seed.items())
+
+
 def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
     out = header(name, command, data)
     if name.startswith("fig2") or name == "fig6_rates":
@@ -76,9 +80,8 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
         image = plot_lines(data["lines"], data["metric"], data["description"], RESULTS / f"{name}.png")
         out += [f"{data['metric']} ({'higher' if data['higher_is_better'] else 'lower'} is better), pruned every other way:", ""]
         if data.get("std"):
-            seeds = {label: len(by_seed) for label, by_seed in data.get("per_seed", {}).items()}
-            out += ["Mean ± standard deviation over seeds where a model ran with more than one (seeds per model: "
-                    + "; ".join(f"{label}: {n}" for label, n in seeds.items()) + f"). LayerDrop recipe: `{' '.join(data['recipe'])}`.", ""]
+            out += ["Mean ± standard deviation over seeds where a model ran with more than one ("
+                    + seeds_per_model(data.get("per_seed", {})) + f"). LayerDrop recipe: `{' '.join(data['recipe'])}`.", ""]
         out += lines_table(data["lines"], data["depths"], digits, data.get("std")) + ["", f"![{name}]({image})", ""]
     elif name == "fig3_classification":
         for task, lines in data["tasks"].items():
@@ -154,14 +157,12 @@ def budget_lines(data: dict[str, Any]) -> dict[str, Any]:
 def budget_section(data: dict[str, Any]) -> list[str]:
     """The 2,100-update translation study: test BLEU per decoder depth, mean ± standard deviation over seeds."""
     study = budget_lines(data)
-    seeds = {label: len(by_seed) for label, by_seed in study["per_seed"].items()}
     depths = sorted({int(d) for line in study["lines"].values() for d in line}, reverse=True)
     return ["## Translation trained to a plateau (2,100 updates, BART-like architecture)", "",
             "`python reproduce/translation_budget.py`: Multi30k de→en, 3-layer encoder, 6-layer decoder, 2,100 updates "
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
-            "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds (seeds per model: "
-            + "; ".join(f"{label}: {n}" for label, n in seeds.items())
-            + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
+            "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds ("
+            + seeds_per_model(study["per_seed"]) + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
             "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 13.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
@@ -177,8 +178,7 @@ def other_budget_runs(data: dict[str, Any]) -> str:
 
 # reproduce/lm_budget.py's models (seed 1), under the study's labels; the small models from scratch share one.
 LM_BUDGET_MODELS = {"s1_p0.0_bartlike": "baseline p=0", "s1_p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
-                    "s1_p0.5_warmup800_distill_bartlike": "LayerDrop p=0.5, rate warmup and distillation",
-                    "s1_p0.5_warmup800_distill_evenly_bartlike": "LayerDrop p=0.5, distillation, evenly-spaced draws",
+                    "s1_p0.5_warmup800_distill_bartlike": DISTILLED, "s1_p0.5_warmup800_distill_evenly_bartlike": EVENLY,
                     "s1_scratch4_bartlike": "trained from scratch at that depth",
                     "s1_scratch2_bartlike": "trained from scratch at that depth"}
 
