@@ -1,4 +1,4 @@
-"""`make reproduce`: every experiment in turn (each resumes where it stopped), then RESULTS.md.
+"""`make reproduce`: every experiment in turn (each resumes where it stopped), the budget studies, then RESULTS.md.
 
 Experiments that need ../shared/data are skipped, with a note, when it is absent.
 
@@ -27,6 +27,13 @@ EXPERIMENTS = [
     ("fig2_translation", ["fig2_translation.py"], True),
     ("fig3_classification", ["fig3_classification.py"], True),
 ]
+# The studies of docs/layerdrop_at_short_budgets.md: many runs of 10 to 90 minutes each. A run already in
+# their JSON is read back, not trained again, so on a clone these only redraw their plots and tables.
+BUDGET_STUDIES = [
+    ("translation_budget", ["translation_budget.py"], True),
+    ("lm_budget", ["lm_budget.py"], False),
+    ("glue_budget", ["glue_budget.py"], True),
+]
 
 
 def main() -> None:
@@ -34,7 +41,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated experiment names")
     args = parser.parse_args()
     chosen = set(args.only.split(",")) if args.only else None
-    for name, command, needs_data in EXPERIMENTS:
+    for name, command, needs_data in EXPERIMENTS + BUDGET_STUDIES:
         if chosen is not None and name not in chosen:
             continue
         if needs_data and not SHARED_DATA.is_dir():
