@@ -37,6 +37,35 @@ def test_evenly_spaced_indices():
     assert evenly_spaced(6, 6) == list(range(6)) and evenly_spaced(6, 0) == []
 
 
+def test_shifted_indices_stay_evenly_spaced_inside_the_stack():
+    assert evenly_spaced(6, 3, 0.5) == [1, 3, 5] and evenly_spaced(6, 3, 0.49) == [0, 2, 4]
+    assert evenly_spaced(6, 4, 0.9) == [1, 2, 4, 5] and evenly_spaced(6, 1, 0.99) == [5]
+    assert evenly_spaced(6, 6, 0.99) == list(range(6))
+
+
+def test_shifted_sampling_trains_every_layer_equally_often():
+    """The ablation: the same depth per update and evenly spaced layers, but from a random offset, so no layer is
+    favoured (evenly-spaced from layer 0 runs layer 0 on 63 updates in 64 and layer 5 on 1 in 64)."""
+    shifted, spaced, per_layer = plans("evenly-spaced-shifted"), plans("evenly-spaced"), plans("per-layer")
+    for kept, reference in zip(shifted, per_layer):
+        assert len(kept) == len(reference)
+        step = 6 / len(kept) if kept else 0
+        assert all(abs(b - a - step) < 1 for a, b in zip(kept, kept[1:]))  # evenly spaced, up to rounding
+
+    def frequency(draws, layer):
+        return sum(layer in kept for kept in draws) / len(draws)
+
+    assert all(frequency(shifted, layer) == pytest.approx(0.5, abs=0.04) for layer in range(6))
+    assert frequency(spaced, 0) > 0.95 and frequency(spaced, 5) < 0.05
+    # 0,2,4 and 1,3,5 both run (about 5/32 of updates each); the unshifted rule never runs 1,3,5.
+    assert sum(kept == [1, 3, 5] for kept in shifted) / 3000 == pytest.approx(5 / 32, abs=0.03)
+    assert not any(kept == [1, 3, 5] for kept in spaced)
+    model = tiny_model(decoder_layers=6, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced-shifted")
+    assert model.decoder.layerdrop == LayerDropConfig(p=0.5, sampling="evenly-spaced-shifted")
+    with pytest.raises(ValueError, match="evenly-spaced-shifted: needs whole layers"):
+        LayerDropConfig(p=0.5, unit="head", sampling="evenly-spaced-shifted")
+
+
 def test_the_model_draws_evenly_spaced_plans_and_records_the_choice():
     model = tiny_model(decoder_layers=6, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced")
     assert model.decoder.layerdrop == LayerDropConfig(p=0.5, sampling="evenly-spaced")

@@ -34,8 +34,9 @@ class LayerDropOptions:
     layerdrop_warmup_updates: int = option(0, "LayerDrop rates rise linearly from 0 over the first N updates "
                                               "(0: from update 0, the paper's rule)")
     layerdrop_sampling: str = option("per-layer", "which layers a LayerDrop draw keeps: per-layer (the paper: one draw "
-                                                  "per layer, any subset) or evenly-spaced (the paper's number of layers, "
-                                                  "placed as every-other pruning places them)")
+                                                  "per layer, any subset), evenly-spaced (the paper's number of layers, "
+                                                  "placed as every-other pruning places them) or evenly-spaced-shifted "
+                                                  "(the same from a random offset: every layer equally often)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
@@ -58,12 +59,12 @@ class LayerDropOptions:
                             f"{self.layerdrop_schedule}")
         if self.layerdrop_sampling not in SAMPLINGS:
             raise UserError(f"--layerdrop-sampling: got {shorten(self.layerdrop_sampling)}; valid: {', '.join(SAMPLINGS)}")
-        if self.layerdrop_sampling == "evenly-spaced":
+        if self.layerdrop_sampling != "per-layer":
             clash = ([f"--layerdrop-unit {self.layerdrop_unit}"] if self.layerdrop_unit != "layer" else []) + \
                     ([f"--layerdrop-schedule {self.layerdrop_schedule}"] if self.layerdrop_schedule != "uniform" else []) + \
                     [f"--{stack}-learned-gates" for stack in stacks if getattr(self, f"{stack}_learned_gates")]
             if clash:
-                raise UserError(f"--layerdrop-sampling evenly-spaced: needs whole layers at one rate each; got "
+                raise UserError(f"--layerdrop-sampling {self.layerdrop_sampling}: needs whole layers at one rate each; got "
                                 f"{', '.join(clash)}; valid: --layerdrop-unit layer, --layerdrop-schedule uniform, "
                                 "no learned gates")
         warmup = self.layerdrop_warmup_updates

@@ -20,7 +20,11 @@ Which layers a draw keeps (``sampling``):
   are the evenly spaced ones that pruning by "every other" keeps at that depth. The number of layers per
   update has the paper's distribution; only the choice of which ones changes, so the sub-networks trained
   are the ones a user will serve (at p = 0.5 on 6 layers, the paper's rule runs exactly 0,2,4 one update in 64;
-  this rule runs it whenever three layers are kept, 5 in 16).
+  this rule runs it whenever three layers are kept, 5 in 16);
+- ``evenly-spaced-shifted`` (beyond the paper, an ablation of the one above): the same number of layers, evenly
+  spaced, from a random offset drawn each update, so every layer runs equally often (3 of 6: 0,2,4 or 1,3,5).
+  It asks whether what matters is training the exact sub-networks that will be served, or training evenly
+  spaced ones at all.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from layerdrop.nn.structured import FULL, SKIPPED, UNITS, LayerPlan, check_unit,
 from layerdrop.seeding import derive_seed
 
 StackPlan = tuple[LayerPlan, ...]
-SAMPLINGS = ("per-layer", "evenly-spaced")
+SAMPLINGS = ("per-layer", "evenly-spaced", "evenly-spaced-shifted")
 
 
 def check_drop_rate(p: float, what: str = "layerdrop") -> float:
@@ -67,7 +71,7 @@ class LayerDropConfig:
         if self.sampling not in SAMPLINGS:
             raise ValueError(f"layerdrop sampling: got {self.sampling!r}; valid: {', '.join(SAMPLINGS)}")
         if self.sampling != "per-layer" and (self.unit != "layer" or self.schedule != "uniform" or self.learned_gates):
-            raise ValueError("layerdrop sampling evenly-spaced: needs whole layers (unit layer), the uniform schedule "
+            raise ValueError(f"layerdrop sampling {self.sampling}: needs whole layers (unit layer), the uniform schedule "
                              "and no learned gates, so that every layer has the same rate")
 
     @property
@@ -88,10 +92,11 @@ def full_plan(num_layers: int) -> StackPlan:
     return (FULL,) * num_layers
 
 
-def evenly_spaced(num_layers: int, depth: int) -> list[int]:
-    """``depth`` evenly spaced layers of ``num_layers``, from the first (3 of 6: 0, 2, 4; 2 of 6: 0, 3)."""
+def evenly_spaced(num_layers: int, depth: int, shift: float = 0.0) -> list[int]:
+    """``depth`` evenly spaced layers of ``num_layers``, from the first (3 of 6: 0, 2, 4; 2 of 6: 0, 3), or from
+    ``shift`` (a fraction in [0, 1) of the spacing) along: 3 of 6 with shift 0.5 is 1, 3, 5."""
     step = num_layers / depth if depth else 0
-    return [int(i * step) for i in range(depth)]
+    return [min(int((shift + i) * step), num_layers - 1) for i in range(depth)]
 
 
 def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit: str = "layer",
@@ -105,8 +110,10 @@ def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit
     draws = torch.rand(len(rates), generator=generator).tolist()
     if unit == "layer":
         runs = [u >= p for u, p in zip(draws, rates)]
-        if sampling == "evenly-spaced":
-            kept = set(evenly_spaced(len(rates), sum(runs)))
+        if sampling != "per-layer":
+            # The shift is one more draw after the per-layer ones, so the other samplings' plans stay as they were.
+            shift = torch.rand(1, generator=generator).item() if sampling == "evenly-spaced-shifted" else 0.0
+            kept = set(evenly_spaced(len(rates), sum(runs), shift))
             runs = [index in kept for index in range(len(rates))]
         return tuple(FULL if run else SKIPPED for run in runs)
     return sample_units(unit, rates, heads or [0] * len(rates), generator, draws)
