@@ -127,3 +127,23 @@ def test_lm_budget_targets_on_three_seeds_hold_only_on_every_seed():
     # (1.51 vs 1.50). At 2 layers: better, but the small model ran on one seed.
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)",
                         "not established (one seed of the model compared against)"]
+
+def test_glue_budget_needs_pretraining_three_points_above_random_init():
+    """The classification precondition: the best pretrained encoder against random init, per task, on mean dev
+    accuracy; fewer than three fine-tuning seeds never establish it."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import glue_budget_targets
+
+    def run(task, source, seed, accuracy):
+        return f"{task}_{source}_s{seed}", {"task": task, "source": source, "seed": seed, "dev_accuracy": accuracy}
+
+    runs = dict([run("SST-2", "random", 1, 77.0), run("SST-2", "p0.0_u5000", 1, 81.5), run("SST-2", "p0.0_u1000", 1, 78.0),
+                 run("RTE", "random", 1, 53.0), run("RTE", "p0.0_u5000", 1, 55.0),
+                 *[run("SST-2", source, seed, value) for seed in (2, 3) for source, value in
+                   (("random", 77.5), ("p0.0_u5000", 80.0))]])
+    rows = glue_budget_targets({"runs": {"pretrain_p0.0": {"masked_lm_valid_loss": {}}, **runs}})
+    assert [(measured, verdict) for _, measured, verdict in rows] == [
+        ("80.50 vs 77.33", "holds"), ("55.00 vs 53.00", "does not hold")]
+    assert "pretrained 5,000 updates" in rows[0][0]
+    del runs["SST-2_random_s2"], runs["SST-2_random_s3"]
+    assert glue_budget_targets({"runs": runs})[0][2] == "not established (one seed)"
