@@ -7,7 +7,7 @@ pretraining has to matter: the issue asks for fine-tuned accuracy at least 3 poi
 fine-tuned from random initialisation. This script asks whether five times figure 3's budget gets there.
 
 - The figure's 8-layer encoder (width 128) with the figure's pretraining flags, only the budget changed:
-  5,000 updates (about 10 M tokens, five passes over WikiText-2), the cosine schedule stretched to it,
+  5,000 updates (about 10 M tokens, four passes over WikiText-2), the cosine schedule stretched to it,
   masked-LM validation loss every 1,000 updates with each of those checkpoints kept.
 - Fine-tuning with the figure's flags on SST-2 and RTE from the checkpoints at 1,000 and 5,000 updates, and
   from random initialisation (the same shape and flags, no ``--restore-file``; its BPE is learned on the task's
@@ -18,7 +18,7 @@ fine-tuned from random initialisation. This script asks whether five times figur
 Runs go one at a time, one thread each; each resumes where it stopped and a scored run is read back.
 Results: docs/results/glue_budget.json.
 
-    python reproduce/glue_budget.py [--only NAME,NAME]   # pretraining about 70 minutes on one thread; fine-tuning minutes
+    python reproduce/glue_budget.py [--only NAME,NAME]   # pretraining about 50 minutes on one thread; fine-tuning a minute each
 """
 
 from __future__ import annotations
