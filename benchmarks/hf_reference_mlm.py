@@ -20,10 +20,7 @@ validates) every ``--validate-interval`` updates, and the training loss of every
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +29,7 @@ from layerdrop.optim import learning_rate, make_optimizer, parse_betas
 from layerdrop.seeding import derive_seed
 from layerdrop.tasks.masked_lm import IGNORE, MaskedLMTask
 from layerdrop.train import TrainConfig
+from reference_training import optimizer_step, write_record
 
 
 def build_roberta(vocab_size: int, ids: dict[str, int], args: argparse.Namespace):
@@ -112,20 +110,12 @@ def main() -> None:
             group["lr"] = learning_rate(update, run.lr, run.min_lr, run.warmup_updates, schedule)
         inputs, targets = task.train_batch(generator, update)
         loss, _ = masked_loss(model, inputs, targets, pad)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        record["train_loss"].append(round(loss.item(), 5))
+        record["train_loss"].append(optimizer_step(model, optimizer, loss, run.clip_norm))
         if (update + 1) % args.validate_interval == 0 or update + 1 == args.max_update:
             record["valid"][str(update + 1)] = round(validate(), 5)
             print(f"update {update + 1}: valid loss {record['valid'][str(update + 1)]:.4f}", flush=True)
     record["seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, out)
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

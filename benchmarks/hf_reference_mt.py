@@ -19,11 +19,7 @@ updates on one thread.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +28,7 @@ from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer
 from layerdrop.tasks.translation import TranslationTask
 from layerdrop.train import TrainConfig
+from reference_training import optimizer_step, write_record
 
 
 def build_bart(vocab_size: int, p: float, ids: dict[str, int], dropout: float):
@@ -102,20 +99,12 @@ def main() -> None:
         logits = logits_of(model, src, prev, pad)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=pad,
                                label_smoothing=run.label_smoothing)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), run.clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        record["train_loss"].append(round(loss.item(), 5))
+        record["train_loss"].append(optimizer_step(model, optimizer, loss, run.clip_norm))
         if (update + 1) % args.validate_interval == 0 or update + 1 == args.max_update:
             record["valid"][str(update + 1)] = round(validate(), 5)
             print(f"update {update + 1}: valid loss {record['valid'][str(update + 1)]:.4f}", flush=True)
     record["seconds"] = round(time.perf_counter() - started, 1)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record) + "\n")
-    os.replace(tmp, out)
+    write_record(args.out, record)
 
 
 if __name__ == "__main__":

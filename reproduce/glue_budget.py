@@ -18,7 +18,7 @@ fine-tuned from random initialisation. This script asks whether five times figur
 Runs go one at a time, one thread each; each resumes where it stopped and a scored run is read back.
 Results: docs/results/glue_budget.json.
 
-    python reproduce/glue_budget.py [--only NAME,NAME]   # pretraining about 50 minutes on one thread; fine-tuning a minute each
+    python reproduce/glue_budget.py [--only NAME,NAME]   # pretraining about 50 minutes on one thread; fine-tuning 1.5 minutes each
 """
 
 from __future__ import annotations
