@@ -81,6 +81,10 @@ HEADLINE_SEEDS = (1, 2, 3)
 # 1), one flag from the evenly-spaced distilled model; not in the headline.
 VARIANTS["s1_p0.5_warmup350_evenly_bartlike"] = (1, 6, ["--decoder-layerdrop", "0.5", "--layerdrop-warmup-updates",
                                                         "350", "--layerdrop-sampling", "evenly-spaced", *BART_LIKE])
+# The other half of 13.3's open question: evenly spaced layers from a random offset (every layer equally often,
+# 0,2,4 or 1,3,5 of 6), distilled, against the served placement; one flag from the evenly-spaced distilled model.
+VARIANTS["s1_p0.5_warmup350_distill_shifted_bartlike"] = (
+    1, 6, [*HEADLINE["p0.5_warmup350_distill_bartlike"][1], "--layerdrop-sampling", "evenly-spaced-shifted"])
 # Round seven: the decoder trained from scratch at 2 and 1 layers (the longer lr warmup, seed 1), so that every
 # depth the pruned decoders are scored at has a model trained for it.
 for _layers in (2, 1):
