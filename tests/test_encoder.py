@@ -181,6 +181,15 @@ def test_paper_recipe_pretrain_prune_finetune_evaluate(tmp_path):
     assert "LayerDrop encoder: p=0.5" in out.stdout
     evaluated = run_cli("eval", "--path", str(mlm / "checkpoint_last"), "--encoder-layers-to-keep", "0,2")
     assert "masked-LM loss" in evaluated.stdout and "| Pruning model" in evaluated.stdout
+    # Scored at another masking rate (to compare models trained at different rates): the checkpoint's own rate
+    # (0.15) is the default, and another rate masks other tokens.
+    losses = {}
+    for rate in (None, "0.15", "0.6"):
+        scored = run_cli("eval", "--path", str(mlm / "checkpoint_last"), *(["--mask-prob", rate] if rate else []))
+        losses[rate] = float(re.search(r"checkpoint_last\s+valid\s+4\s+([\d.]+)", scored.stdout).group(1))
+    assert losses[None] == losses["0.15"] != losses["0.6"], losses
+    bad = run_cli("eval", "--path", str(mlm / "checkpoint_last"), "--mask-prob", "1.5", check_rc=2)
+    assert "--mask-prob: got 1.5; valid: a number in (0, 1)" in bad.stderr and "Traceback" not in bad.stderr
     sentiment = write_toy_sentiment(tmp_path / "sst")
     finetune = tmp_path / "ft"
     # Fine-tune the pruned encoder (the paper's recipe), with the MLM's BPE and a new head.
@@ -192,6 +201,8 @@ def test_paper_recipe_pretrain_prune_finetune_evaluate(tmp_path):
     stored = load_checkpoint(finetune / "checkpoint_best")
     assert stored.config.encoder_layers == 2 and stored.config.num_classes == 2
     result = run_cli("eval", "--path", str(finetune / "checkpoint_best"))
+    not_masked = run_cli("eval", "--path", str(finetune / "checkpoint_best"), "--mask-prob", "0.4", check_rc=2)
+    assert "--mask-prob: only masked-LM checkpoints" in not_masked.stderr and "Traceback" not in not_masked.stderr
     accuracy = float(re.search(r"dev\.tsv\s+2\s+([\d.]+)", result.stdout).group(1))
     assert accuracy > 80, result.stdout  # one sentiment word decides the label: a broken head would sit near 50
     # Fine-tuning with a unit pruned away (here half of every FFN) works the same way.

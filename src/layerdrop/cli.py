@@ -113,7 +113,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _positive(args.max_valid_steps, "--max-valid-steps")
     _positive(args.beam, "--beam", allow_none=False, maximum=1000)
     _finite(args.lenpen, "--lenpen", 0.0, "a finite number >= 0")
+    if args.mask_prob is not None and not 0 < args.mask_prob < 1:
+        raise UserError(f"--mask-prob: got {args.mask_prob}; valid: a number in (0, 1)")
     model, ckpt = _load_for_inference(args)
+    if args.mask_prob is not None and (ckpt.model_type != ENCODER_MODEL_TYPE or model.cfg.num_classes):
+        raise UserError(f"--mask-prob: only masked-LM checkpoints are scored with masking; {args.path} is not one")
     print(f"num. model params: {num_params(model)}")
     if ckpt.model_type == TRANSLATION_MODEL_TYPE:
         return _eval_translation(args, model, ckpt)
@@ -131,7 +135,7 @@ def _eval_encoder(args: argparse.Namespace, model, ckpt) -> int:
     from layerdrop.tasks.masked_lm import MaskedLMTask, evaluate_masked_lm
 
     task = MaskedLMTask(TrainConfig(task="masked_lm", data=data, split_fractions=run.get("split_fractions", "0.9,0.05,0.05"),
-                                    mask_prob=run.get("mask_prob", 0.15)))
+                                    mask_prob=args.mask_prob or run.get("mask_prob", 0.15)))
     task.config, task.block = model.cfg, model.cfg.tokens_per_sample - 1
     stream = task.stream(ckpt.tokenizer, task.corpus.split(args.split))
     start = time.perf_counter()
@@ -519,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-subset", default=None, help="translation: test file stem when there are several (e.g. test_2016_flickr)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-valid-steps", type=int, default=None, help="evaluate at most this many batches")
+    p.add_argument("--mask-prob", type=float, default=None, help="masked LM: share of tokens masked when scoring, so "
+                   "models trained at different rates compare on one footing (default: the checkpoint's)")
     p.set_defaults(func=_cmd_eval)
 
     p = commands.add_parser("prune", help="write a smaller checkpoint holding only the kept layers")
