@@ -37,7 +37,7 @@ VALIDATE_EVERY = 1000
 # Later flags override the figure's (argparse keeps the last); every validation checkpoint is kept.
 LONG_PRETRAIN = [*PRETRAIN, "--max-update", str(PRETRAIN_UPDATES), "--validate-interval-updates", str(VALIDATE_EVERY),
                  "--keep-interval-updates", str(PRETRAIN_UPDATES // VALIDATE_EVERY)]
-# name -> flags of a pretrained encoder. 40 % masking (Wettig et al., 2023, "Should You Mask 15% in Masked Language
+# name -> flags of a pretrained encoder. 40 % masking (Wettig et al., 2022, "Should You Mask 15% in Masked Language
 # Modeling?") gives 2.7 times the predictions per update at nearly the same cost: the first lever tried on a model
 # that is still close to a unigram model's loss after 5,000 updates at 15 %.
 PRETRAINED = {"p0.0": ["--encoder-layerdrop", "0.0"],

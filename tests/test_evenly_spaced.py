@@ -5,7 +5,7 @@ import json
 import pytest
 
 from layerdrop.checkpoint import load_checkpoint
-from layerdrop.nn.drop_plan import LayerDropConfig, draw_stack_plan, evenly_spaced, kept_layers
+from layerdrop.nn.drop_plan import LayerDropConfig, draw_stack_plan, evenly_spaced, kept_layers, served_depth
 from layerdrop.nn.stack import model_drop_plan
 from layerdrop.pruning import every_other
 from layerdrop.train import TrainConfig, train
@@ -105,3 +105,53 @@ def test_bad_sampling_flags_get_one_message(tmp_path):
                    "evenly-spaced", "--layerdrop-unit", "head", *TINY_TRAIN, check_rc=2)
     assert "--layerdrop-sampling evenly-spaced: needs whole layers" in proc.stderr and "--layerdrop-unit head" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_served_depths_round_the_count_down():
+    assert [served_depth(k, 8, (4, 2)) for k in range(9)] == [2, 2, 2, 2, 4, 4, 4, 4, 8]
+    assert [served_depth(k, 6, (3, 2, 1)) for k in range(7)] == [1, 1, 2, 3, 3, 3, 6]
+    # A pruned model keeps its parent's depths; the ones it no longer has are left out.
+    assert [served_depth(k, 2, (4, 2)) for k in range(3)] == [2, 2, 2]
+
+
+def test_only_served_sub_networks_train_and_the_expected_share_matches_the_draws():
+    """8 layers, p = 0.5, served depths 4 and 2: the sub-network pass runs 4 layers on 162/256 updates and 2 on
+    93/256 (the paper's counts 7..4 and 3..0), and the skipped share reported before training is the one drawn."""
+    config = LayerDropConfig(p=0.5, sampling="evenly-spaced", depths=(4, 2))
+    drawn = [kept_layers(draw_stack_plan(5, u, "decoder", [0.5] * 8, sampling="evenly-spaced", depths=(4, 2)))
+             for u in range(4000)]
+    paper = plans("per-layer", layers=8, updates=4000, seed=5)
+    for kept, reference in zip(drawn, paper):
+        assert kept == every_other(8, served_depth(len(reference), 8, (4, 2)))  # the same draws, rounded down
+    share = {depth: sum(len(kept) == depth for kept in drawn) / 4000 for depth in (8, 4, 2)}
+    assert share[4] == pytest.approx(162 / 256, abs=0.03) and share[2] == pytest.approx(93 / 256, abs=0.03)
+    skipped = sum(8 - len(kept) for kept in drawn) / (4000 * 8)
+    assert config.expected_skipped(8, 100, lambda rate: rate) == pytest.approx(skipped, abs=0.01)
+    assert config.expected_skipped(8, 100, lambda rate: rate) == pytest.approx((162 * 4 + 93 * 6) / 2048)
+    # With a rate warmup the reported share is lower, as the draws are (averaged over the run's updates).
+    warming = LayerDropConfig(p=0.5, sampling="evenly-spaced", depths=(4, 2), warmup=50)
+    drawn = [len(kept_layers(draw_stack_plan(seed, u, "decoder", warming.rates(8, u), sampling="evenly-spaced",
+                                             depths=(4, 2)))) for seed in range(30) for u in range(100)]
+    warm_skipped = sum(8 - depth for depth in drawn) / (len(drawn) * 8)
+    assert warming.expected_skipped(8, 100, lambda rate: rate) == pytest.approx(warm_skipped, abs=0.015)
+    assert warm_skipped < skipped - 0.05
+    with pytest.raises(ValueError, match="layerdrop depths"):
+        LayerDropConfig(p=0.5, depths=(4, 2))  # the paper's per-layer sampling has no served depths
+
+
+def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
+    flags = dict(data=str(corpus_dir), batch_size=4, warmup_updates=2, no_progress_bar=True, max_valid_steps=2,
+                 validate_interval_updates=4)
+    model = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
+                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced", layerdrop_depths="2,1")
+    save_dir = tmp_path / "run"
+    train(TrainConfig(save_dir=str(save_dir), max_update=4, **flags), model)
+    assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["layerdrop_depths"] == "2,1"
+    assert load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder").depths == (2, 1)
+    pruned = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "0", "--max-valid-steps", "1")
+    assert "| Pruning model" in pruned.stdout  # a model cut below its served depths still loads
+    for value, sampling in (("4,x", "evenly-spaced"), ("2", "per-layer"), ("0", "evenly-spaced")):
+        proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                       sampling, "--layerdrop-depths", value, *TINY_TRAIN, check_rc=2)
+        assert f"--layerdrop-depths: got '{value}'; valid: whole numbers >= 1" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

@@ -192,6 +192,10 @@ def test_evenly_spaced_sampling_keeps_the_layers_pruning_keeps():
     assert all(k == (every_other(6, len(k)) if k else []) for k in kept) and len({len(k) for k in kept}) >= 3
     with pytest.raises(UserError, match="evenly-spaced"):
         apply_layerdrop(tiny("llama"), p=0.5, schedule="linear", sampling="evenly-spaced")
+    served = apply_layerdrop(tiny("llama", layers=6), p=0.5, seed=2, sampling="evenly-spaced", depths=(3,))
+    assert {len(kept_layers(served.plan(u)["decoder"])) for u in range(60)} == {3, 6}  # only the served depths
+    with pytest.raises(UserError, match="layerdrop depths"):
+        apply_layerdrop(tiny("llama"), p=0.5, depths=(2,))
 
 
 def test_clear_errors():

@@ -14,6 +14,14 @@ from layerdrop.nn.schedules import SCHEDULES
 from layerdrop.nn.structured import UNITS
 
 
+def served_depths(text: str) -> tuple[int, ...]:
+    """``--layerdrop-depths`` ("4,2") as depths; () for none, or when any entry is not a whole number >= 1."""
+    entries = [entry.strip() for entry in str(text or "").split(",") if entry.strip()]
+    if not all(entry.isdigit() and int(entry) >= 1 for entry in entries):
+        return ()
+    return tuple(sorted({int(entry) for entry in entries}, reverse=True))
+
+
 @dataclass
 class EmbeddingOptions:
     scale_residual_init: bool = option(True, "initialise residual output projections N(0, 0.02/sqrt(2 x layers)) as GPT-2 "
@@ -37,13 +45,18 @@ class LayerDropOptions:
                                                   "per layer, any subset), evenly-spaced (the paper's number of layers, "
                                                   "placed as every-other pruning places them) or evenly-spaced-shifted "
                                                   "(the same from a random offset: every layer equally often)")
+    layerdrop_depths: str = option("", "evenly-spaced samplings: the depths you will serve, e.g. 4,2; each update's "
+                                       "number of kept layers is rounded down to the nearest of them (or the full "
+                                       "depth), so every sub-network trained is one served; meant with "
+                                       "--layerdrop-distill, since the full depth itself then runs only when no "
+                                       "layer is dropped (default: none, every count)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
         return LayerDropConfig(p=getattr(self, f"{stack}_layerdrop"), unit=self.layerdrop_unit,
                                schedule=self.layerdrop_schedule, gamma=self.layerdrop_gamma or 0.0,
                                warmup=self.layerdrop_warmup_updates, learned_gates=getattr(self, f"{stack}_learned_gates"),
-                               sampling=self.layerdrop_sampling)
+                               sampling=self.layerdrop_sampling, depths=served_depths(self.layerdrop_depths))
 
     def check_layerdrop(self, stacks: tuple[str, ...]) -> None:
         """One message naming the flag for every LayerDrop setting that cannot work."""
@@ -67,6 +80,9 @@ class LayerDropOptions:
                 raise UserError(f"--layerdrop-sampling {self.layerdrop_sampling}: needs whole layers at one rate each; got "
                                 f"{', '.join(clash)}; valid: --layerdrop-unit layer, --layerdrop-schedule uniform, "
                                 "no learned gates")
+        if self.layerdrop_depths and (self.layerdrop_sampling == "per-layer" or not served_depths(self.layerdrop_depths)):
+            raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: whole numbers >= 1, "
+                            "comma-separated (e.g. 4,2), with --layerdrop-sampling evenly-spaced or evenly-spaced-shifted")
         warmup = self.layerdrop_warmup_updates
         if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_UPDATES:
             raise UserError(f"--layerdrop-warmup-updates: got {shorten(warmup)}; valid: an integer from 0 to {MAX_UPDATES:,}")

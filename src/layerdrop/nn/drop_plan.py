@@ -25,6 +25,12 @@ Which layers a draw keeps (``sampling``):
   spaced, from a random offset drawn each update, so every layer runs equally often (3 of 6: 0,2,4 or 1,3,5).
   It asks whether what matters is training the exact sub-networks that will be served, or training evenly
   spaced ones at all.
+
+With either evenly-spaced sampling, ``depths`` (``--layerdrop-depths``, beyond the paper) names the depths that
+will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded down to the nearest of them
+(or of the full depth; to the smallest where none is below), so every sub-network pass trains a served one.
+At p = 0.5 on 8 layers the paper's number of layers is 4 on 27 % of updates and 2 on 11 %; rounded down to
+8, 4 or 2 it is 4 on 63 % and 2 on 36 %. p still sets how deep the cuts go, and the rate warmup still works.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from dataclasses import dataclass
 
 import torch
 
-from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates
+import numpy as np
+from scipy.stats import binom
+
+from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates, sampled_updates
 from layerdrop.nn.structured import FULL, SKIPPED, UNITS, LayerPlan, check_unit, sample_units
 from layerdrop.seeding import derive_seed
 
@@ -62,6 +71,7 @@ class LayerDropConfig:
     warmup: int = 0  # rates rise linearly from 0 over this many updates
     learned_gates: bool = False  # each layer learns its rate (layerdrop.nn.learned_gates); their mean is p
     sampling: str = "per-layer"  # which layers a draw keeps (see the module docstring)
+    depths: tuple[int, ...] = ()  # evenly-spaced samplings: the depths to be served (see the module docstring)
 
     def __post_init__(self) -> None:
         check_drop_rate(self.p)
@@ -73,6 +83,9 @@ class LayerDropConfig:
         if self.sampling != "per-layer" and (self.unit != "layer" or self.schedule != "uniform" or self.learned_gates):
             raise ValueError(f"layerdrop sampling {self.sampling}: needs whole layers (unit layer), the uniform schedule "
                              "and no learned gates, so that every layer has the same rate")
+        if self.depths and (self.sampling == "per-layer" or not all(isinstance(d, int) and d >= 1 for d in self.depths)):
+            raise ValueError(f"layerdrop depths: got {self.depths}; valid: whole numbers >= 1, with an evenly-spaced "
+                             "sampling")
 
     @property
     def active(self) -> bool:
@@ -85,6 +98,12 @@ class LayerDropConfig:
     def expected_skipped(self, num_layers: int, max_update: int, share: Callable[[float], float]) -> float:
         """Expected share of the stack's computation skipped over ``max_update`` updates; ``share(rate)`` is
         the share of one layer skipped at that rate (see ``structured.skipped_share``)."""
+        if self.depths:
+            # The kept count is Binomial(layers, 1 - rate), then rounded down to a served depth.
+            counts = np.arange(num_layers + 1)
+            skipped = np.array([num_layers - served_depth(k, num_layers, self.depths) for k in counts])
+            rates = np.array([self.rates(num_layers, t)[0] for t in sampled_updates(max_update, self.warmup > 0)])
+            return float((binom.pmf(counts[None, :], num_layers, 1 - rates[:, None]) @ skipped).mean() / num_layers)
         return expected_skipped(self.schedule, self.p, num_layers, max_update, self.gamma, share, self.warmup)
 
 
@@ -99,8 +118,17 @@ def evenly_spaced(num_layers: int, depth: int, shift: float = 0.0) -> list[int]:
     return [min(int((shift + i) * step), num_layers - 1) for i in range(depth)]
 
 
+def served_depth(kept: int, num_layers: int, depths: tuple[int, ...]) -> int:
+    """``kept`` rounded down to the nearest served depth (the full depth is always one), or the smallest served
+    depth where none is below: with 8 layers and depths 4, 2, counts 7 to 4 run 4 layers and 3 to 0 run 2.
+    Depths above ``num_layers`` are left out (a pruned model keeps its parent's depths)."""
+    served = sorted({*(d for d in depths if d <= num_layers), num_layers})
+    return max((d for d in served if d <= kept), default=served[0])
+
+
 def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit: str = "layer",
-                    heads: list[int] | None = None, sampling: str = "per-layer") -> StackPlan:
+                    heads: list[int] | None = None, sampling: str = "per-layer",
+                    depths: tuple[int, ...] = ()) -> StackPlan:
     """The plan of one stack for update ``update``: a pure function of its arguments.
 
     ``heads`` (per layer) is needed by the head units only. With every rate 0 nothing is drawn."""
@@ -113,7 +141,8 @@ def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit
         if sampling != "per-layer":
             # The shift is one more draw after the per-layer ones, so the other samplings' plans stay as they were.
             shift = torch.rand(1, generator=generator).item() if sampling == "evenly-spaced-shifted" else 0.0
-            kept = set(evenly_spaced(len(rates), sum(runs), shift))
+            count = served_depth(sum(runs), len(rates), depths) if depths else sum(runs)
+            kept = set(evenly_spaced(len(rates), count, shift))
             runs = [index in kept for index in range(len(rates))]
         return tuple(FULL if run else SKIPPED for run in runs)
     return sample_units(unit, rates, heads or [0] * len(rates), generator, draws)
@@ -125,4 +154,4 @@ def kept_layers(plan: StackPlan) -> list[int]:
 
 
 __all__ = ["LayerDropConfig", "LayerPlan", "SAMPLINGS", "StackPlan", "UNITS", "check_drop_rate", "draw_stack_plan", "evenly_spaced",
-           "full_plan", "kept_layers"]
+           "full_plan", "kept_layers", "served_depth"]

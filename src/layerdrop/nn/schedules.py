@@ -50,14 +50,20 @@ def layer_rates(schedule: str, p: float, num_layers: int, update: int = 0, gamma
     return [p * share * factor for share in depth_profile(schedule, num_layers)]
 
 
+def sampled_updates(max_update: int, changes_over_time: bool) -> list[int]:
+    """The updates a run's average is taken over: update 0 when rates never change, else every update (10,000
+    evenly spaced ones in longer runs)."""
+    if not changes_over_time:
+        return [0]
+    count = min(max_update, 10_000)
+    return [round(i * (max_update - 1) / max(count - 1, 1)) for i in range(count)]
+
+
 def expected_skipped(schedule: str, p: float, num_layers: int, max_update: int, gamma: float,
                      share: Callable[[float], float] = lambda rate: rate, warmup: int = 0) -> float:
     """Expected share of the stack's computation skipped over a run. ``share(rate)`` is the share of one
     layer skipped at that rate (the rate itself for whole layers; see ``structured.skipped_share``).
     Progressive schedules and warmups are averaged over every update (10,000 evenly spaced ones in longer runs)."""
-    updates = [0]
-    if schedule == "progressive" or warmup > 0:
-        count = min(max_update, 10_000)
-        updates = [round(i * (max_update - 1) / max(count - 1, 1)) for i in range(count)]
+    updates = sampled_updates(max_update, schedule == "progressive" or warmup > 0)
     total = sum(share(rate) for t in updates for rate in layer_rates(schedule, p, num_layers, t, gamma, warmup))
     return total / (len(updates) * num_layers)
