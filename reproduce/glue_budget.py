@@ -45,6 +45,14 @@ PRETRAINED = {"p0.0": ["--encoder-layerdrop", "0.0"],
 SOURCES = {"random": None, "p0.0_u1000": ("p0.0", 1000), "p0.0_u5000": ("p0.0", PRETRAIN_UPDATES),
            "p0.0_mask0.4_u5000": ("p0.0_mask0.4", PRETRAIN_UPDATES)}
 FINETUNE_SEEDS = (1,)
+# Round ten: fine-tuning chosen on examples held out of train.tsv (--valid-from-train), never on dev. For each task
+# and starting point, a grid fixed before any of these runs (figure 3's peak lr and a third of it; figure 3's
+# updates and three times as many); checkpoint_best is chosen on the held-out examples, the configuration with the
+# best held-out score is the one reported, and dev is scored once per run, for the record.
+HELD_OUT = {"SST-2": 1000, "RTE": 250}  # 1.5 % and 10 % of train.tsv
+GRID_LRS = ("1e-4", "3e-4")
+GRID_LENGTHS = (1, 3)  # multiples of figure 3's --max-update
+GRID_SOURCES = ("random", "p0.0_mask0.4_u5000")
 RUN_DIR = RUNS / "glue_budget"
 RESULT = RESULTS / "glue_budget.json"
 DATA = {"pretrain": SHARED_DATA / "wikitext-2", "glue": SHARED_DATA / "glue"}
@@ -56,6 +64,11 @@ def variants() -> dict[str, tuple]:
         for source in SOURCES:
             for seed in FINETUNE_SEEDS:
                 names[f"{task}_{source}_s{seed}"] = ("finetune", task, source, seed)
+    for task in FINETUNE:
+        for source in GRID_SOURCES:
+            for lr in GRID_LRS:
+                for length in GRID_LENGTHS:
+                    names[f"{task}_{source}_lr{lr}_x{length}_held_s1"] = ("finetune", task, source, 1, lr, length)
     return names
 
 
@@ -79,8 +92,10 @@ def pretrain(name: str) -> dict:
     return {"command": command, "masked_lm_valid_loss": valid}
 
 
-def finetune(task: str, source: str, seed: int) -> dict:
-    out_dir = RUN_DIR / f"{task}_{source}_s{seed}"
+def finetune(task: str, source: str, seed: int, lr: str | None = None, length: int | None = None) -> dict:
+    """Figure 3's fine-tuning; with ``lr`` and ``length``, a point of the grid validated on held-out train examples."""
+    grid = lr is not None
+    out_dir = RUN_DIR / (f"{task}_{source}_lr{lr}_x{length}_held_s{seed}" if grid else f"{task}_{source}_s{seed}")
     if SOURCES[source] is None:
         start = ["--encoder-layers", str(LAYERS), *SHAPE, "--bpe-vocab-size", "8000"]
     else:
@@ -89,13 +104,24 @@ def finetune(task: str, source: str, seed: int) -> dict:
         if not checkpoint.is_dir():
             raise SystemExit(f"{checkpoint} is missing: run `python reproduce/glue_budget.py --only pretrain_{name}` first")
         start = ["--restore-file", str(checkpoint)]
+    flags = []
+    if grid:
+        updates = length * int(FINETUNE[task][FINETUNE[task].index("--max-update") + 1])
+        flags = ["--lr", lr, "--min-lr", str(float(lr) / 10), "--max-update", str(updates),
+                 "--validate-interval-updates", str(updates // 4), "--valid-from-train", str(HELD_OUT[task])]
     command = train(out_dir, ["--data", str(DATA["glue"] / task), *start, *FINETUNE_COMMON, *FINETUNE[task],
-                              "--seed", str(seed)])
-    scored = subprocess.run([sys.executable, "-m", "layerdrop", "eval", "--path", str(out_dir / "checkpoint_last"),
+                              "--seed", str(seed), *flags])
+    checkpoint = out_dir / ("checkpoint_best" if grid else "checkpoint_last")  # best: chosen on the held-out examples
+    scored = subprocess.run([sys.executable, "-m", "layerdrop", "eval", "--path", str(checkpoint), "--split", "dev",
                              "--batch-size", "64"], capture_output=True, text=True, check=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return {"task": task, "source": source, "seed": seed, "command": command,
-            "dev_accuracy": table_value(scored.stdout, "accuracy")}
+    record = {"task": task, "source": source, "seed": seed, "command": command,
+              "dev_accuracy": table_value(scored.stdout, "accuracy")}
+    if grid:
+        log = (out_dir.parent / f"{out_dir.name}.out").read_text()
+        record.update(lr=float(lr), max_update=updates, checkpoint="checkpoint_best",
+                      held_out_accuracy=max(float(m) for m in re.findall(r"\| valid at update \d+:.*?\| score ([\d.]+)", log)))
+    return record
 
 
 def run_one(name: str) -> dict:

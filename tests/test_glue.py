@@ -320,3 +320,34 @@ def test_a_classifier_saved_before_tasks_were_recorded_resumes(tmp_path, capsys)
     resumed = torch.load(save_dir / "checkpoint_last" / "trainer_state.pt", weights_only=True)
     assert resumed["best_metric"] == "score" and resumed["best_valid_loss"] > 1  # a score now, not the old loss
     assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["glue_task"] == "SST-2"
+
+
+@pytest.mark.parametrize("task", ["SST-2", "STS-B"])
+def test_validation_on_examples_held_out_of_train_never_reads_dev(tmp_path, capsys, task):
+    """GLUE's test labels are private, so dev is the reported split: --valid-from-train keeps it out of training."""
+    from layerdrop.tasks.classification import hold_out
+
+    directory = write_glue(tmp_path, task)
+    for name in TASKS[task].dev:
+        (directory / name).write_text("not a GLUE file\n")  # any read of dev would now fail
+    _train(directory, tmp_path / "run", "--valid-from-train", "10", "--seed", "3")
+    out = capsys.readouterr().out
+    assert f"{task}, 30 train examples" in out and "validating on 10 held out of train.tsv (dev unseen)" in out
+    assert "| valid at update" in out and (tmp_path / "run" / "checkpoint_best").is_dir()
+    (examples,) = load_glue(directory, "train")
+    kept, held = hold_out(examples, 10)
+    again_kept, again_held = hold_out(examples, 10)
+    assert held.texts == again_held.texts and held.labels == again_held.labels  # one fixed draw
+    assert sorted(kept.texts + held.texts) == sorted(examples.texts) and len(held) == 10
+    assert hold_out(examples, 0) == (examples, None)
+
+
+def test_valid_from_train_errors_name_the_flag(tmp_path, capsys):
+    directory = write_glue(tmp_path, "SST-2")
+    for extra, message in ((["--valid-from-train", "40"], "--valid-from-train: got 40; valid: fewer than train.tsv's 40"),
+                           (["--valid-from-train", "-1"], "--valid-from-train: got -1; valid: an integer from 0")):
+        assert main(["train", "--task", "classification", "--data", str(directory), "--save-dir", str(tmp_path / "x"),
+                     *TINY, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--save-dir", str(tmp_path / "lm"), "--valid-from-train", "5", "--max-update", "1"]) == 2
+    assert "--valid-from-train: only --task classification" in capsys.readouterr().err

@@ -68,6 +68,9 @@ class TrainConfig:
     label_smoothing: float = option(0.1, "translation: label smoothing of the cross-entropy")
     glue_task: str | None = option(None, "classification: the GLUE task (CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI); "
                                          "default: detected from train.tsv")
+    valid_from_train: int = option(0, "classification: validate on N examples held out of train.tsv (one fixed draw, "
+                                      "the same for every --seed) instead of dev, so that checkpoint_best and any choice "
+                                      "of flags never see dev; 0: validate on dev")
     mask_prob: float = option(0.15, "masked_lm: share of tokens chosen for prediction (80/10/10 mask/random/same)")
     save_dir: str = option("checkpoints", "where checkpoints and the training log go")
     restore_file: str | None = option(None, "checkpoint to start from (an existing SAVE_DIR/checkpoint_last is resumed instead)")
@@ -116,6 +119,12 @@ class TrainConfig:
                 raise UserError(f"{flag_name(name)}: got {getattr(self, name)!r}; valid: a number from 0 to {MAX_RATE_OR_DECAY:g}")
         if not self.lr > 0:
             raise UserError(f"--lr: got {self.lr}; valid: a finite number above 0")
+        if not 0 <= self.valid_from_train <= MAX_UPDATES:
+            raise UserError(f"--valid-from-train: got {shorten(self.valid_from_train)}; valid: an integer from 0 to "
+                            f"{MAX_UPDATES:,} (and fewer than train.tsv's examples)")
+        if self.valid_from_train and self.task != "classification":
+            raise UserError(f"--valid-from-train: only --task classification holds out training examples; got --task "
+                            f"{self.task}")
         if not 0 < self.mask_prob < 1:
             raise UserError(f"--mask-prob: got {self.mask_prob}; valid: a number in (0, 1)")
         if not 0 <= self.label_smoothing < 1:

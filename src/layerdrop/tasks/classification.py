@@ -76,6 +76,22 @@ def label_ids(config: TransformerEncoderConfig, examples: Examples, source: str)
     return [index[label] for label in examples.labels]
 
 
+def hold_out(examples: Examples, count: int) -> tuple[Examples, Examples | None]:
+    """Split ``count`` examples off ``examples`` for validation: one draw from a fixed generator, so every seed and
+    every run on the same file holds out the same ones. (examples, None) when ``count`` is 0."""
+    if not count:
+        return examples, None
+    if count >= len(examples):
+        raise UserError(f"--valid-from-train: got {count}; valid: fewer than train.tsv's {len(examples):,} examples")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    held, kept = sorted(order[:count]), sorted(order[count:])
+
+    def subset(indices: list[int]) -> Examples:
+        return dataclasses.replace(examples, texts=[examples.texts[i] for i in indices],
+                                   labels=[examples.labels[i] for i in indices], ids=[], skipped=[])
+    return subset(kept), subset(held)
+
+
 class ClassificationTask:
     name = "classification"
     model_type = MODEL_TYPE
@@ -90,6 +106,7 @@ class ClassificationTask:
         self.glue = resolve_task(self.directory, run.glue_task)
         (self.train_examples,) = load_glue(self.directory, "train", self.glue.name)
         report_skipped(self.train_examples, log)
+        self.train_examples, self.held_out = hold_out(self.train_examples, run.valid_from_train)
         self.label_names = None if self.glue.regression else sorted(set(self.train_examples.labels))
         if self.label_names is not None and len(self.label_names) < 2:
             raise UserError(f"--data {run.data}: train.tsv has {len(self.label_names)} distinct label(s); valid: two or more")
@@ -138,13 +155,17 @@ class ClassificationTask:
             raise UserError(f"--tokens-per-sample: got {config.tokens_per_sample}; valid: at least {smallest} "
                             "(room for <s>, the separators and one token of text)")
         self.valid = []
+        kind = f"scores {config.regression_range}" if config.regression_range else f"labels {config.label_names}"
+        summary = f"{self.run.data}: {self.glue.name}, {len(self.train_ids):,} train examples, {kind}"
+        if self.held_out is not None:
+            self.valid.append((encode_examples(tokenizer, self.held_out, config),
+                               label_ids(config, self.held_out, "train.tsv")))
+            return summary + f", validating on {len(self.held_out):,} held out of train.tsv (dev unseen)"
         present = [name for name in self.glue.dev if (self.directory / name).is_file()]
         for name in present:  # a broken dev file is an error, not "no dev"; MNLI may have only dev_matched
             examples = read_examples(self.directory / name, self.glue)
             report_skipped(examples, self.log)
             self.valid.append((encode_examples(tokenizer, examples, config), label_ids(config, examples, examples.file.name)))
-        kind = f"scores {config.regression_range}" if config.regression_range else f"labels {config.label_names}"
-        summary = f"{self.run.data}: {self.glue.name}, {len(self.train_ids):,} train examples, {kind}"
         return summary + (f", {' + '.join(f'{len(v[0]):,}' for v in self.valid)} dev examples" if self.valid
                           else f", no {' or '.join(self.glue.dev)}")
 
