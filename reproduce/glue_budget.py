@@ -24,6 +24,7 @@ Results: docs/results/glue_budget.json.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -60,6 +61,8 @@ DATA = {"pretrain": SHARED_DATA / "wikitext-2", "glue": SHARED_DATA / "glue"}
 
 def variants() -> dict[str, tuple]:
     names: dict[str, tuple] = {f"pretrain_{name}": ("pretrain", name) for name in PRETRAINED}
+    # Each pretrained encoder's checkpoints scored at 15 % masking, so encoders pretrained at other rates compare.
+    names.update({f"mask0.15_loss_{name}": ("masked_loss", name) for name in PRETRAINED})
     for task in FINETUNE:
         for source in SOURCES:
             for seed in FINETUNE_SEEDS:
@@ -90,6 +93,19 @@ def pretrain(name: str) -> dict:
     log = (RUN_DIR / f"pretrain_{name}.out").read_text()
     valid = {m.group(1): float(m.group(2)) for m in re.finditer(r"valid at update (\d+): loss ([\d.]+)", log)}
     return {"command": command, "masked_lm_valid_loss": valid}
+
+
+def masked_loss(name: str, rate: float = 0.15) -> dict:
+    """Masked-LM loss of every kept checkpoint of ``pretrain_{name}`` at ``rate`` on the whole validation split."""
+    losses = {}
+    for update in range(VALIDATE_EVERY, PRETRAIN_UPDATES + 1, VALIDATE_EVERY):
+        out = RUN_DIR / f"mask{rate}_loss_{name}_{update}.json"
+        subprocess.run([sys.executable, "-m", "layerdrop", "eval", "--path",
+                        str(RUN_DIR / f"pretrain_{name}" / f"checkpoint_{update}"), "--batch-size", "16",
+                        "--mask-prob", str(rate), "--json", str(out)], capture_output=True, check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+        losses[str(update)] = round(json.loads(out.read_text())["results"]["masked_lm"]["loss"], 4)
+    return {"mask_prob": rate, "split": "valid (whole)", "masked_lm_loss": losses}
 
 
 def finetune(task: str, source: str, seed: int, lr: str | None = None, length: int | None = None) -> dict:
@@ -126,7 +142,7 @@ def finetune(task: str, source: str, seed: int, lr: str | None = None, length: i
 
 def run_one(name: str) -> dict:
     kind, *rest = VARIANTS[name]
-    return pretrain(*rest) if kind == "pretrain" else finetune(*rest)
+    return {"pretrain": pretrain, "masked_loss": masked_loss, "finetune": finetune}[kind](*rest)
 
 
 def add_run(results: dict, name: str, record: dict) -> None:

@@ -147,3 +147,27 @@ def test_glue_budget_needs_pretraining_three_points_above_random_init():
     assert "pretrained 5,000 updates" in rows[0][0]
     del runs["SST-2_random_s2"], runs["SST-2_random_s3"]
     assert glue_budget_targets({"runs": runs})[0][2] == "not established (one seed)"
+
+
+def test_glue_fine_tuning_chosen_on_held_out_examples_is_judged_on_its_choice():
+    """Grid runs (held-out accuracy recorded) stay out of figure 3's table; per task and starting point the run with
+    the best held-out accuracy is the one compared, whatever its dev accuracy."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import glue_budget_section, glue_budget_table, glue_budget_targets, glue_selected
+
+    def grid(source, lr, held, dev):
+        return f"SST-2_{source}_lr{lr}_held_s1", {"task": "SST-2", "source": source, "seed": 1, "lr": lr,
+                                                  "max_update": 600, "held_out_accuracy": held, "dev_accuracy": dev}
+
+    runs = dict([grid("random", 1e-4, 80.0, 78.0), grid("random", 3e-4, 81.0, 77.0),
+                 grid("p0.0_mask0.4_u5000", 1e-4, 84.0, 80.5), grid("p0.0_mask0.4_u5000", 3e-4, 83.0, 82.0)])
+    data = {"runs": runs}
+    assert glue_budget_table(data) == {}
+    chosen = glue_selected(data)["SST-2"]
+    assert chosen["random"]["lr"] == 3e-4 and chosen["p0.0_mask0.4_u5000"]["lr"] == 1e-4  # by held-out, not dev
+    rows = glue_budget_targets(data)
+    assert [(measured, verdict) for _, measured, verdict in rows] == [("80.50 vs 77.00", "not established (one seed)")]
+    assert "40 % masking" in rows[0][0] and "held-out" in rows[0][0]
+    runs[grid("p0.0_mask0.4_u5000", 1e-4, 84.0, 79.0)[0]]["dev_accuracy"] = 79.0
+    assert glue_budget_targets(data)[0][2] == "does not hold"
+    assert "| SST-2 | pretrained 5,000 updates, 40 % masking | 0.0001, 600 | 84.00 | 79.00 |" in glue_budget_section(data)
