@@ -1,6 +1,8 @@
 import dataclasses
+import json
 import random
 import re
+import shutil
 
 import pytest
 import torch
@@ -188,6 +190,13 @@ def test_paper_recipe_pretrain_prune_finetune_evaluate(tmp_path):
         scored = run_cli("eval", "--path", str(mlm / "checkpoint_last"), *(["--mask-prob", rate] if rate else []))
         losses[rate] = float(re.search(r"checkpoint_last\s+valid\s+4\s+([\d.]+)", scored.stdout).group(1))
     assert losses[None] == losses["0.15"] != losses["0.6"], losses
+    # The default is the rate the checkpoint records, not a fixed 0.15.
+    relabelled = tmp_path / "mlm_at_0.6"
+    shutil.copytree(mlm / "checkpoint_last", relabelled)
+    run_json = json.loads((relabelled / "run.json").read_text())
+    (relabelled / "run.json").write_text(json.dumps({**run_json, "mask_prob": 0.6}))
+    scored = run_cli("eval", "--path", str(relabelled))
+    assert float(re.search(r"mlm_at_0.6\s+valid\s+4\s+([\d.]+)", scored.stdout).group(1)) == losses["0.6"]
     bad = run_cli("eval", "--path", str(mlm / "checkpoint_last"), "--mask-prob", "1.5", check_rc=2)
     assert "--mask-prob: got 1.5; valid: a number in (0, 1)" in bad.stderr and "Traceback" not in bad.stderr
     sentiment = write_toy_sentiment(tmp_path / "sst")

@@ -143,15 +143,23 @@ def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
     flags = dict(data=str(corpus_dir), batch_size=4, warmup_updates=2, no_progress_bar=True, max_valid_steps=2,
                  validate_interval_updates=4)
     model = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
-                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced", layerdrop_depths="2,1")
+                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced", layerdrop_depths="3,2")
     save_dir = tmp_path / "run"
     train(TrainConfig(save_dir=str(save_dir), max_update=4, **flags), model)
-    assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["layerdrop_depths"] == "2,1"
-    assert load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder").depths == (2, 1)
-    pruned = run_cli("eval", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "0", "--max-valid-steps", "1")
-    assert "| Pruning model" in pruned.stdout  # a model cut below its served depths still loads
-    for value, sampling in (("4,x", "evenly-spaced"), ("2", "per-layer"), ("0", "evenly-spaced")):
+    assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["layerdrop_depths"] == "3,2"
+    assert load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder").depths == (3, 2)
+    pruned = run_cli("prune", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "0",
+                     "--out", str(tmp_path / "one_layer"))
+    one_layer = load_checkpoint(tmp_path / "one_layer")  # cut below every served depth: still loads and trains
+    assert one_layer.config.decoder_layers == 1 and one_layer.config.layerdrop_config("decoder").depths == (3, 2)
+    run_cli("train", "--save-dir", str(tmp_path / "resumed"), "--restore-file", str(tmp_path / "one_layer"),
+            "--max-update", "2", "--no-progress-bar", "--batch-size", "4", "--max-valid-steps", "1")
+    for value, sampling in (("4,x", "evenly-spaced"), ("2", "per-layer"), ("0", "evenly-spaced"), ("²", "evenly-spaced")):
         proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                        sampling, "--layerdrop-depths", value, *TINY_TRAIN, check_rc=2)
         assert f"--layerdrop-depths: got '{value}'; valid: whole numbers >= 1" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    # A depth at or above the stack's would switch LayerDrop off without a word: refused (TINY_TRAIN has 4 layers).
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                   "evenly-spaced", "--layerdrop-depths", "2,4", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-depths: got '2,4'; valid: depths below the decoder's 4 layers" in proc.stderr, proc.stderr

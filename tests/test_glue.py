@@ -351,3 +351,35 @@ def test_valid_from_train_errors_name_the_flag(tmp_path, capsys):
         assert message in capsys.readouterr().err
     assert main(["train", "--save-dir", str(tmp_path / "lm"), "--valid-from-train", "5", "--max-update", "1"]) == 2
     assert "--valid-from-train: only --task classification" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_its_held_out_examples_out_of_training(tmp_path, capsys):
+    directory = write_glue(tmp_path, "SST-2")
+    _train(directory, tmp_path / "run", "--valid-from-train", "10", "--max-update", "2")
+    for changed in ([], ["--valid-from-train", "5"]):
+        assert main(["train", "--task", "classification", "--data", str(directory), "--save-dir", str(tmp_path / "run"),
+                     *TINY, "--max-update", "4", *changed]) == 2
+        assert "--valid-from-train: got" in capsys.readouterr().err
+    _train(directory, tmp_path / "run", "--valid-from-train", "10", "--max-update", "4")
+    assert "resuming at update 2" in capsys.readouterr().out
+
+
+def test_the_head_knows_every_label_of_train_tsv_even_when_one_is_held_out(tmp_path):
+    import torch
+
+    from layerdrop.tasks.classification import ClassificationTask, hold_out
+    from layerdrop.train import TrainConfig
+
+    directory = write_glue(tmp_path, "MNLI", rows=40)
+    (examples,) = load_glue(directory, "train")
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0)).tolist()
+    rows = (directory / "train.tsv").read_text().splitlines()
+    rare = order[0]  # the first example hold_out holds out: make it the only "neutral"
+    fields = [row.split("\t") for row in rows[1:]]
+    for i, row in enumerate(fields):
+        row[-1] = "neutral" if i == rare else ("entailment" if i % 2 else "contradiction")
+    (directory / "train.tsv").write_text("\n".join([rows[0], *("\t".join(row) for row in fields)]) + "\n")
+    task = ClassificationTask(TrainConfig(task="classification", data=str(directory), tokenizer="bpe", valid_from_train=1),
+                              log=lambda *_: None)
+    assert task.held_out.labels == ["neutral"] and "neutral" not in task.train_examples.labels
+    assert task.label_names == ["contradiction", "entailment", "neutral"]

@@ -70,7 +70,8 @@ class TrainConfig:
                                          "default: detected from train.tsv")
     valid_from_train: int = option(0, "classification: validate on N examples held out of train.tsv (one fixed draw, "
                                       "the same for every --seed) instead of dev, so that checkpoint_best and any choice "
-                                      "of flags never see dev; 0: validate on dev")
+                                      "of flags never see dev (start from a masked-LM checkpoint: a classifier fine-tuned "
+                                      "on all of train.tsv has seen them); 0: validate on dev")
     mask_prob: float = option(0.15, "masked_lm: share of tokens chosen for prediction (80/10/10 mask/random/same)")
     save_dir: str = option("checkpoints", "where checkpoints and the training log go")
     restore_file: str | None = option(None, "checkpoint to start from (an existing SAVE_DIR/checkpoint_last is resumed instead)")
@@ -161,12 +162,17 @@ def _resume_source(run: TrainConfig) -> tuple[Path | None, str]:
         raise UserError(f"--save-dir: {last} is a file, not a checkpoint directory; valid: move it away (to start afresh) "
                         "or put the checkpoint directory back (to resume)")
     if last.is_dir():
-        stored = read_json(last / RUN, "--save-dir").get("restore_file") if (last / RUN).is_file() else None
+        stored_run = read_json(last / RUN, "--save-dir") if (last / RUN).is_file() else {}
+        stored = stored_run.get("restore_file")
         if run.restore_file is not None and stored != _resolved(run.restore_file):
             raise UserError(
                 f"--restore-file: got {run.restore_file!r}, but {last} exists and was started from {stored!r}; "
                 "valid: the same --restore-file (to resume that run) or a new --save-dir"
             )
+        held = stored_run.get("valid_from_train", 0)
+        if run.valid_from_train != held:
+            raise UserError(f"--valid-from-train: got {run.valid_from_train}, but {last} was trained with {held}; valid: "
+                            f"{held} (to resume that run; its held-out examples must stay out of training) or a new --save-dir")
         return last, "--save-dir"
     if run.restore_file:
         return Path(run.restore_file), "--restore-file"

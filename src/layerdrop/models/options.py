@@ -17,7 +17,7 @@ from layerdrop.nn.structured import UNITS
 def served_depths(text: str) -> tuple[int, ...]:
     """``--layerdrop-depths`` ("4,2") as depths; () for none, or when any entry is not a whole number >= 1."""
     entries = [entry.strip() for entry in str(text or "").split(",") if entry.strip()]
-    if not all(entry.isdigit() and int(entry) >= 1 for entry in entries):
+    if not all(entry.isascii() and entry.isdigit() and int(entry) >= 1 for entry in entries):
         return ()
     return tuple(sorted({int(entry) for entry in entries}, reverse=True))
 
@@ -45,9 +45,10 @@ class LayerDropOptions:
                                                   "per layer, any subset), evenly-spaced (the paper's number of layers, "
                                                   "placed as every-other pruning places them) or evenly-spaced-shifted "
                                                   "(the same from a random offset: every layer equally often)")
-    layerdrop_depths: str = option("", "evenly-spaced samplings: the depths you will serve, e.g. 4,2; each update's "
-                                       "number of kept layers is rounded down to the nearest of them (or the full "
-                                       "depth), so every sub-network trained is one served; meant with "
+    layerdrop_depths: str = option("", "evenly-spaced samplings: the depths you will serve below the full one, e.g. "
+                                       "4,2 (one list for every LayerDrop stack); each update's number of kept layers "
+                                       "is rounded down to the nearest of them (up to the smallest when below it), so "
+                                       "every sub-network trained is one served; meant with "
                                        "--layerdrop-distill, since the full depth itself then runs only when no "
                                        "layer is dropped (default: none, every count)")
 
@@ -83,6 +84,13 @@ class LayerDropOptions:
         if self.layerdrop_depths and (self.layerdrop_sampling == "per-layer" or not served_depths(self.layerdrop_depths)):
             raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: whole numbers >= 1, "
                             "comma-separated (e.g. 4,2), with --layerdrop-sampling evenly-spaced or evenly-spaced-shifted")
+        for stack in stacks:
+            layers = getattr(self, f"{stack}_layers")
+            # A pruned model keeps its parent's depths (the ones it no longer has are left out when drawing).
+            if self.layerdrop_depths and getattr(self, f"{stack}_layerdrop") and not getattr(self, f"{stack}_kept_layers"):
+                if max(served_depths(self.layerdrop_depths)) >= layers:
+                    raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: depths below the "
+                                    f"{stack}'s {layers} layers (the full depth is always served)")
         warmup = self.layerdrop_warmup_updates
         if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_UPDATES:
             raise UserError(f"--layerdrop-warmup-updates: got {shorten(warmup)}; valid: an integer from 0 to {MAX_UPDATES:,}")

@@ -35,14 +35,13 @@ At p = 0.5 on 8 layers the paper's number of layers is 4 on 27 % of updates and 
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 import numpy as np
-from scipy.stats import binom
+import torch
 
 from layerdrop.nn.schedules import SCHEDULES, expected_skipped, layer_rates, sampled_updates
 from layerdrop.nn.structured import FULL, SKIPPED, UNITS, LayerPlan, check_unit, sample_units
@@ -102,8 +101,10 @@ class LayerDropConfig:
             # The kept count is Binomial(layers, 1 - rate), then rounded down to a served depth.
             counts = np.arange(num_layers + 1)
             skipped = np.array([num_layers - served_depth(k, num_layers, self.depths) for k in counts])
-            rates = np.array([self.rates(num_layers, t)[0] for t in sampled_updates(max_update, self.warmup > 0)])
-            return float((binom.pmf(counts[None, :], num_layers, 1 - rates[:, None]) @ skipped).mean() / num_layers)
+            keep = 1 - np.array([self.rates(num_layers, t)[0] for t in sampled_updates(max_update, self.warmup > 0)])
+            ways = np.array([math.comb(num_layers, k) for k in counts], dtype=float)
+            pmf = ways * keep[:, None] ** counts * (1 - keep[:, None]) ** (num_layers - counts)  # Binomial(layers, keep)
+            return float((pmf @ skipped).mean() / num_layers)
         return expected_skipped(self.schedule, self.p, num_layers, max_update, self.gamma, share, self.warmup)
 
 

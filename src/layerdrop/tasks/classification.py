@@ -97,7 +97,7 @@ class ClassificationTask:
     model_type = MODEL_TYPE
     config_class = TransformerEncoderConfig
     default_tokenizer = "bpe"
-    selection = ("score", True)  # the best checkpoint has the highest GLUE score on dev
+    selection = ("score", True)  # the best checkpoint has the highest GLUE score on dev (or the held-out examples)
 
     def __init__(self, run: Any, log=print):
         self.run, self.log = run, log
@@ -106,15 +106,17 @@ class ClassificationTask:
         self.glue = resolve_task(self.directory, run.glue_task)
         (self.train_examples,) = load_glue(self.directory, "train", self.glue.name)
         report_skipped(self.train_examples, log)
-        self.train_examples, self.held_out = hold_out(self.train_examples, run.valid_from_train)
-        self.label_names = None if self.glue.regression else sorted(set(self.train_examples.labels))
+        # The head (classes, regression range) comes from the whole file, held-out examples included.
+        labels = self.train_examples.labels
+        self.label_names = None if self.glue.regression else sorted(set(labels))
+        self.regression_range = [min(labels), max(labels)] if self.glue.regression else None
         if self.label_names is not None and len(self.label_names) < 2:
             raise UserError(f"--data {run.data}: train.tsv has {len(self.label_names)} distinct label(s); valid: two or more")
+        self.train_examples, self.held_out = hold_out(self.train_examples, run.valid_from_train)
 
     def head_fields(self) -> dict[str, Any]:
         if self.glue.regression:
-            labels = self.train_examples.labels
-            return {"num_classes": 1, "label_names": None, "regression_range": [min(labels), max(labels)],
+            return {"num_classes": 1, "label_names": None, "regression_range": self.regression_range,
                     "glue_task": self.glue.name}
         return {"num_classes": len(self.label_names), "label_names": self.label_names, "regression_range": None,
                 "glue_task": self.glue.name}
