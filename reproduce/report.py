@@ -126,12 +126,15 @@ def section(name: str, command: str, data: dict[str, Any]) -> list[str]:
 DISTILLED = "LayerDrop p=0.5, rate warmup and distillation"
 EVENLY = "LayerDrop p=0.5, distillation, evenly-spaced draws"  # DISTILLED with --layerdrop-sampling evenly-spaced
 EVENLY_PLAIN = "LayerDrop p=0.5, evenly-spaced draws, no distillation"  # EVENLY without the second forward pass
+SHIFTED = "LayerDrop p=0.5, distillation, evenly-spaced draws from a random offset"  # an ablation of EVENLY
+SERVED = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2"  # EVENLY with --layerdrop-depths 4,2
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
 # reproduce/translation_budget.py's models, under the study's labels; the small models trained from scratch at
 # each depth with the longer lr warmup share one label (one line of the table, a depth each).
 BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup350_bartlike": "LayerDrop recipe",
                  "p0.5_warmup350_distill_bartlike": DISTILLED, "p0.5_warmup350_distill_evenly_bartlike": EVENLY,
-                 "p0.5_warmup350_evenly_bartlike": EVENLY_PLAIN, "scratch3_bartlike": "trained from scratch at that depth",
+                 "p0.5_warmup350_evenly_bartlike": EVENLY_PLAIN,
+                 "p0.5_warmup350_distill_shifted_bartlike": SHIFTED, "scratch3_bartlike": "trained from scratch at that depth",
                  **{f"scratch{depth}_lrwarmup350_bartlike": TUNED_SCRATCH for depth in (3, 2, 1)}}
 BUDGET_LABEL = "2,100 updates, BART-like"
 
@@ -168,7 +171,7 @@ def other_budget_runs(data: dict[str, Any]) -> str:
 # scratch share one.
 LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
                     "p0.5_warmup800_distill_bartlike": DISTILLED, "p0.5_warmup800_distill_evenly_bartlike": EVENLY,
-                    "scratch4_bartlike": "trained from scratch at that depth",
+                    "p0.5_warmup800_distill_served_bartlike": SERVED, "scratch4_bartlike": "trained from scratch at that depth",
                     "scratch2_bartlike": "trained from scratch at that depth"}
 
 
@@ -255,7 +258,8 @@ def glue_budget_section(data: dict[str, Any]) -> list[str]:
            "checkpoint_last (GLUE's test labels are not public; nothing was chosen on dev). Raw numbers and every "
            "command: [`glue_budget.json`](glue_budget.json); the study behind it: docs/layerdrop_at_short_budgets.md, "
            "sections 14 and 15. Masked-LM validation loss (nats per masked token) by update, at the encoder's own "
-           "masking rate (in brackets: at 15 %, whole split):", "", *glue_pretraining_lines(data), "",
+           "masking rate on the first 20 validation batches, as logged in training (in brackets: at 15 % masking, "
+           "whole split, `layerdrop eval --mask-prob 0.15`):", "", *glue_pretraining_lines(data), "",
            "| task | " + " | ".join(GLUE_SOURCES.values()) + " |", "| --- |" + " ---: |" * len(GLUE_SOURCES)]
     for task, by_source in table.items():
         cells = [" / ".join(f"{v:.2f}" for v in by_source.get(source, [])) for source in GLUE_SOURCES]
