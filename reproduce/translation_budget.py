@@ -88,6 +88,12 @@ for _seed in (2, 3):
 # 0,2,4 or 1,3,5 of 6), distilled, against the served placement; one flag from the evenly-spaced distilled model.
 VARIANTS["s1_p0.5_warmup350_distill_shifted_bartlike"] = (
     1, 6, [*HEADLINE["p0.5_warmup350_distill_bartlike"][1], "--layerdrop-sampling", "evenly-spaced-shifted"])
+# Round ten: served depths (--layerdrop-depths 3,2,1: each draw's count rounded down to a depth that will be
+# served, so the sub-network pass runs 0,2,4 on 41 updates in 64 instead of 20), one flag from the evenly-spaced
+# distilled model; defined for the next round, after the LM's three seeds (study section 15.2).
+for _seed in HEADLINE_SEEDS:
+    VARIANTS[f"s{_seed}_p0.5_warmup350_distill_served_bartlike"] = (
+        _seed, 6, [*HEADLINE["p0.5_warmup350_distill_evenly_bartlike"][1], "--layerdrop-depths", "3,2,1"])
 # Round seven: the decoder trained from scratch at 2 and 1 layers (the longer lr warmup, seed 1), so that every
 # depth the pruned decoders are scored at has a model trained for it.
 for _layers in (2, 1):
