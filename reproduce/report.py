@@ -154,7 +154,7 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds ("
             + seeds_per_model(study["per_seed"]) + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 13.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 15.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
 
@@ -208,7 +208,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
             "character, whole split, lower is better), checkpoint_last, pruned every other way. Mean ± standard "
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
-            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13 and 14.", ""] + \
+            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14 and 15.", ""] + \
         lines_table(study["lines"], [8, 4, 2], 3, study["std"]) + [""]
 
 
@@ -253,7 +253,8 @@ def glue_budget_section(data: dict[str, Any]) -> list[str]:
     """Does masked-LM pretraining pay on GLUE here at all (the question before any pruning one)?"""
     table = glue_budget_table(data)
     out = ["## Masked-LM pretraining for GLUE, five times figure 3's budget", "",
-           "`python reproduce/glue_budget.py`: figure 3's 8-layer encoder pretrained on WikiText-2 with its flags for "
+           "`python reproduce/glue_budget.py`: figure 3's 8-layer encoder pretrained on WikiText-2 with its flags (and "
+           "once with 40 % masking instead of 15 %) for "
            f"{data.get('pretrain_updates', 5000):,} updates, then fine-tuned with its flags; dev accuracy (%) of "
            "checkpoint_last (GLUE's test labels are not public; nothing was chosen on dev). Raw numbers and every "
            "command: [`glue_budget.json`](glue_budget.json); the study behind it: docs/layerdrop_at_short_budgets.md, "
