@@ -81,16 +81,17 @@ class LayerDropOptions:
                 raise UserError(f"--layerdrop-sampling {self.layerdrop_sampling}: needs whole layers at one rate each; got "
                                 f"{', '.join(clash)}; valid: --layerdrop-unit layer, --layerdrop-schedule uniform, "
                                 "no learned gates")
-        if self.layerdrop_depths and (self.layerdrop_sampling == "per-layer" or not served_depths(self.layerdrop_depths)):
+        depths = served_depths(self.layerdrop_depths)
+        if self.layerdrop_depths and (self.layerdrop_sampling == "per-layer" or not depths):
             raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: whole numbers >= 1, "
                             "comma-separated (e.g. 4,2), with --layerdrop-sampling evenly-spaced or evenly-spaced-shifted")
         for stack in stacks:
             layers = getattr(self, f"{stack}_layers")
             # A pruned model keeps its parent's depths (the ones it no longer has are left out when drawing).
-            if self.layerdrop_depths and getattr(self, f"{stack}_layerdrop") and not getattr(self, f"{stack}_kept_layers"):
-                if max(served_depths(self.layerdrop_depths)) >= layers:
-                    raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: depths below the "
-                                    f"{stack}'s {layers} layers (the full depth is always served)")
+            unpruned = getattr(self, f"{stack}_layerdrop") and not getattr(self, f"{stack}_kept_layers")
+            if depths and unpruned and max(depths) >= layers:
+                raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: depths below the "
+                                f"{stack}'s {layers} layers (the full depth is always served)")
         warmup = self.layerdrop_warmup_updates
         if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_UPDATES:
             raise UserError(f"--layerdrop-warmup-updates: got {shorten(warmup)}; valid: an integer from 0 to {MAX_UPDATES:,}")

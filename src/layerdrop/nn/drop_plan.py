@@ -30,7 +30,9 @@ With either evenly-spaced sampling, ``depths`` (``--layerdrop-depths``, beyond t
 will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded down to the nearest of them
 (or of the full depth; to the smallest where none is below), so every sub-network pass trains a served one.
 At p = 0.5 on 8 layers the paper's number of layers is 4 on 27 % of updates and 2 on 11 %; rounded down to
-8, 4 or 2 it is 4 on 63 % and 2 on 36 %. p still sets how deep the cuts go, and the rate warmup still works.
+8, 4 or 2 it is 4 on 63 % and 2 on 36 %. p still sets how deep the cuts go, but a small rate now cuts deep
+(any dropped layer turns a pass into a 4- or 2-layer one), which blunts a rate warmup: on one language-model
+seed of three such a run never left the unigram plateau (docs/layerdrop_at_short_budgets.md, section 15.2).
 """
 
 from __future__ import annotations
