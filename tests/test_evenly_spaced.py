@@ -114,6 +114,34 @@ def test_served_depths_round_the_count_down():
     assert [served_depth(k, 2, (4, 2)) for k in range(3)] == [2, 2, 2]
 
 
+def test_served_depths_round_the_count_up():
+    assert [served_depth(k, 8, (4, 2), "up") for k in range(9)] == [2, 2, 2, 4, 4, 8, 8, 8, 8]
+    assert [served_depth(k, 6, (3, 2, 1), "up") for k in range(7)] == [1, 1, 2, 3, 6, 6, 6]
+    assert [served_depth(k, 2, (4, 2), "up") for k in range(3)] == [2, 2, 2]
+    with pytest.raises(ValueError, match="layerdrop depths round: got 'nearest'"):
+        LayerDropConfig(p=0.5, sampling="evenly-spaced", depths=(4, 2), depths_round="nearest")
+
+
+def test_rounding_up_keeps_the_rate_warmup():
+    """Rounded down, one dropped layer of 8 already runs a 4-layer pass, so early in a rate warmup most
+    sub-network passes are already cut in half; rounded up, a small rate keeps the full depth, as without
+    served depths, and at p = 0.5 the counts are 8 on 93/256, 4 on 126/256 and 2 on 37/256."""
+    early = [0.05] * 8  # the rate 10 % into a warmup to 0.5
+    def depths_drawn(rates, rounding, updates=3000):
+        return [len(kept_layers(draw_stack_plan(3, u, "decoder", rates, sampling="evenly-spaced", depths=(4, 2),
+                                                depths_round=rounding))) for u in range(updates)]
+    down, up = depths_drawn(early, "down"), depths_drawn(early, "up")
+    assert sum(d < 8 for d in down) / len(down) == pytest.approx(1 - 0.95 ** 8, abs=0.03)  # 34 % cut to 4 or 2
+    assert sum(d < 8 for d in up) / len(up) < 0.01  # only 4 or more drops of 8 cut it
+    half = depths_drawn([0.5] * 8, "up", 4000)
+    for depth, ways in ((8, 93), (4, 126), (2, 37)):
+        assert sum(d == depth for d in half) / len(half) == pytest.approx(ways / 256, abs=0.03)
+    config = LayerDropConfig(p=0.5, sampling="evenly-spaced", depths=(4, 2), depths_round="up")
+    assert config.expected_skipped(8, 100, lambda rate: rate) == pytest.approx((126 * 4 + 37 * 6) / 2048)
+    assert config.expected_skipped(8, 100, lambda rate: rate) == pytest.approx(
+        sum(8 - d for d in half) / (len(half) * 8), abs=0.01)
+
+
 def test_only_served_sub_networks_train_and_the_expected_share_matches_the_draws():
     """8 layers, p = 0.5, served depths 4 and 2: the sub-network pass runs 4 layers on 162/256 updates and 2 on
     93/256 (the paper's counts 7..4 and 3..0), and the skipped share reported before training is the one drawn."""
@@ -143,11 +171,14 @@ def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
     flags = dict(data=str(corpus_dir), batch_size=4, warmup_updates=2, no_progress_bar=True, max_valid_steps=2,
                  validate_interval_updates=4)
     model = dict(decoder_layers=4, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
-                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced", layerdrop_depths="3,2")
+                 tokens_per_sample=16, decoder_layerdrop=0.5, layerdrop_sampling="evenly-spaced", layerdrop_depths="3,2",
+                 layerdrop_depths_round="up")
     save_dir = tmp_path / "run"
     train(TrainConfig(save_dir=str(save_dir), max_update=4, **flags), model)
-    assert json.loads((save_dir / "checkpoint_last" / "config.json").read_text())["layerdrop_depths"] == "3,2"
-    assert load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder").depths == (3, 2)
+    recorded = json.loads((save_dir / "checkpoint_last" / "config.json").read_text())
+    assert (recorded["layerdrop_depths"], recorded["layerdrop_depths_round"]) == ("3,2", "up")
+    config = load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder")
+    assert (config.depths, config.depths_round) == ((3, 2), "up")
     pruned = run_cli("prune", "--path", str(save_dir / "checkpoint_last"), "--decoder-layers-to-keep", "0",
                      "--out", str(tmp_path / "one_layer"))
     one_layer = load_checkpoint(tmp_path / "one_layer")  # cut below every served depth: still loads and trains
@@ -159,6 +190,9 @@ def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
                        sampling, "--layerdrop-depths", value, *TINY_TRAIN, check_rc=2)
         assert f"--layerdrop-depths: got '{value}'; valid: whole numbers >= 1" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                   "evenly-spaced", "--layerdrop-depths", "2", "--layerdrop-depths-round", "nearest", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-depths-round: got 'nearest'; valid: down, up" in proc.stderr and "Traceback" not in proc.stderr
     # A depth at or above the stack's would switch LayerDrop off without a word: refused (TINY_TRAIN has 4 layers).
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                    "evenly-spaced", "--layerdrop-depths", "2,4", *TINY_TRAIN, check_rc=2)

@@ -194,6 +194,10 @@ def test_evenly_spaced_sampling_keeps_the_layers_pruning_keeps():
         apply_layerdrop(tiny("llama"), p=0.5, schedule="linear", sampling="evenly-spaced")
     served = apply_layerdrop(tiny("llama", layers=6), p=0.5, seed=2, sampling="evenly-spaced", depths=(3,))
     assert {len(kept_layers(served.plan(u)["decoder"])) for u in range(60)} == {3, 6}  # only the served depths
+    up = apply_layerdrop(tiny("llama", layers=6), p=0.5, seed=2, sampling="evenly-spaced", depths=(3,), depths_round="up")
+    counts = [len(kept_layers(up.plan(u)["decoder"])) for u in range(200)]
+    assert set(counts) == {3, 6} and counts.count(6) > [len(kept_layers(served.plan(u)["decoder"]))
+                                                       for u in range(200)].count(6) + 40  # 4..6 kept run all 6
     with pytest.raises(UserError, match="layerdrop depths"):
         apply_layerdrop(tiny("llama"), p=0.5, depths=(2,))
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from layerdrop.config import MAX_UPDATES, option, shorten
 from layerdrop.errors import UserError
-from layerdrop.nn.drop_plan import SAMPLINGS, LayerDropConfig
+from layerdrop.nn.drop_plan import DEPTHS_ROUND, SAMPLINGS, LayerDropConfig
 from layerdrop.nn.learned_gates import MAX_RATE
 from layerdrop.nn.schedules import SCHEDULES
 from layerdrop.nn.structured import UNITS
@@ -47,17 +47,21 @@ class LayerDropOptions:
                                                   "(the same from a random offset: every layer equally often)")
     layerdrop_depths: str = option("", "evenly-spaced samplings: the depths you will serve below the full one, e.g. "
                                        "4,2 (one list for every LayerDrop stack); each update's number of kept layers "
-                                       "is rounded down to the nearest of them (up to the smallest when below it), so "
-                                       "every sub-network trained is one served; meant with "
-                                       "--layerdrop-distill, since the full depth itself then runs only when no "
-                                       "layer is dropped (default: none, every count)")
+                                       "is rounded to one of them or to the full depth (see --layerdrop-depths-round), "
+                                       "so every sub-network trained is one served; meant with --layerdrop-distill "
+                                       "(default: none, every count)")
+    layerdrop_depths_round: str = option("down", "--layerdrop-depths: which way a kept count goes: down (to the "
+                                                 "nearest served depth below, the smallest when none is; a small "
+                                                 "rate already cuts deep) or up (to the nearest above; a small rate "
+                                                 "keeps the full depth, so a rate warmup still ramps the cuts)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
         return LayerDropConfig(p=getattr(self, f"{stack}_layerdrop"), unit=self.layerdrop_unit,
                                schedule=self.layerdrop_schedule, gamma=self.layerdrop_gamma or 0.0,
                                warmup=self.layerdrop_warmup_updates, learned_gates=getattr(self, f"{stack}_learned_gates"),
-                               sampling=self.layerdrop_sampling, depths=served_depths(self.layerdrop_depths))
+                               sampling=self.layerdrop_sampling, depths=served_depths(self.layerdrop_depths),
+                               depths_round=self.layerdrop_depths_round)
 
     def check_layerdrop(self, stacks: tuple[str, ...]) -> None:
         """One message naming the flag for every LayerDrop setting that cannot work."""
@@ -85,6 +89,9 @@ class LayerDropOptions:
         if self.layerdrop_depths and (self.layerdrop_sampling == "per-layer" or not depths):
             raise UserError(f"--layerdrop-depths: got {shorten(self.layerdrop_depths)}; valid: whole numbers >= 1, "
                             "comma-separated (e.g. 4,2), with --layerdrop-sampling evenly-spaced or evenly-spaced-shifted")
+        if self.layerdrop_depths_round not in DEPTHS_ROUND:
+            raise UserError(f"--layerdrop-depths-round: got {shorten(self.layerdrop_depths_round)}; valid: "
+                            f"{', '.join(DEPTHS_ROUND)}")
         for stack in stacks:
             layers = getattr(self, f"{stack}_layers")
             # A pruned model keeps its parent's depths (the ones it no longer has are left out when drawing).

@@ -27,12 +27,16 @@ Which layers a draw keeps (``sampling``):
   spaced ones at all.
 
 With either evenly-spaced sampling, ``depths`` (``--layerdrop-depths``, beyond the paper) names the depths that
-will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded down to the nearest of them
-(or of the full depth; to the smallest where none is below), so every sub-network pass trains a served one.
-At p = 0.5 on 8 layers the paper's number of layers is 4 on 27 % of updates and 2 on 11 %; rounded down to
-8, 4 or 2 it is 4 on 63 % and 2 on 36 %. p still sets how deep the cuts go, but a small rate now cuts deep
-(any dropped layer turns a pass into a 4- or 2-layer one), which blunts a rate warmup: on one language-model
-seed of three such a run never left the unigram plateau (docs/layerdrop_at_short_budgets.md, section 15.2).
+will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded to one of them (or to the
+full depth), so every sub-network pass trains a served one. ``depths_round`` says which way:
+
+- ``down`` (to the nearest served depth below; to the smallest where none is below): at p = 0.5 on 8 layers
+  the paper's number of layers is 4 on 27 % of updates and 2 on 11 %; rounded down to 8, 4 or 2 it is 4 on
+  63 % and 2 on 36 %. But a small rate now cuts deep (one dropped layer turns a pass into a 4-layer one),
+  which blunts a rate warmup: on one language-model seed of three such a run never left the unigram plateau
+  (docs/layerdrop_at_short_budgets.md, section 15.2);
+- ``up`` (to the nearest served depth above; 5 to 7 of 8 run all 8): 8 on 36 %, 4 on 49 %, 2 on 14 % at
+  p = 0.5, and a small rate keeps the full depth, so the warmup ramps the cuts as it does without depths.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from layerdrop.seeding import derive_seed
 
 StackPlan = tuple[LayerPlan, ...]
 SAMPLINGS = ("per-layer", "evenly-spaced", "evenly-spaced-shifted")
+DEPTHS_ROUND = ("down", "up")
 
 
 def check_drop_rate(p: float, what: str = "layerdrop") -> float:
@@ -73,6 +78,7 @@ class LayerDropConfig:
     learned_gates: bool = False  # each layer learns its rate (layerdrop.nn.learned_gates); their mean is p
     sampling: str = "per-layer"  # which layers a draw keeps (see the module docstring)
     depths: tuple[int, ...] = ()  # evenly-spaced samplings: the depths to be served (see the module docstring)
+    depths_round: str = "down"  # which way a kept count goes to a served depth: down or up
 
     def __post_init__(self) -> None:
         check_drop_rate(self.p)
@@ -87,6 +93,8 @@ class LayerDropConfig:
         if self.depths and (self.sampling == "per-layer" or not all(isinstance(d, int) and d >= 1 for d in self.depths)):
             raise ValueError(f"layerdrop depths: got {self.depths}; valid: whole numbers >= 1, with an evenly-spaced "
                              "sampling")
+        if self.depths_round not in DEPTHS_ROUND:
+            raise ValueError(f"layerdrop depths round: got {self.depths_round!r}; valid: {', '.join(DEPTHS_ROUND)}")
 
     @property
     def active(self) -> bool:
@@ -100,9 +108,9 @@ class LayerDropConfig:
         """Expected share of the stack's computation skipped over ``max_update`` updates; ``share(rate)`` is
         the share of one layer skipped at that rate (see ``structured.skipped_share``)."""
         if self.depths:
-            # The kept count is Binomial(layers, 1 - rate), then rounded down to a served depth.
+            # The kept count is Binomial(layers, 1 - rate), then rounded to a served depth.
             counts = np.arange(num_layers + 1)
-            skipped = np.array([num_layers - served_depth(k, num_layers, self.depths) for k in counts])
+            skipped = np.array([num_layers - served_depth(k, num_layers, self.depths, self.depths_round) for k in counts])
             keep = 1 - np.array([self.rates(num_layers, t)[0] for t in sampled_updates(max_update, self.warmup > 0)])
             ways = np.array([math.comb(num_layers, k) for k in counts], dtype=float)
             pmf = ways * keep[:, None] ** counts * (1 - keep[:, None]) ** (num_layers - counts)  # Binomial(layers, keep)
@@ -121,17 +129,20 @@ def evenly_spaced(num_layers: int, depth: int, shift: float = 0.0) -> list[int]:
     return [min(int((shift + i) * step), num_layers - 1) for i in range(depth)]
 
 
-def served_depth(kept: int, num_layers: int, depths: tuple[int, ...]) -> int:
-    """``kept`` rounded down to the nearest served depth (the full depth is always one), or the smallest served
-    depth where none is below: with 8 layers and depths 4, 2, counts 7 to 4 run 4 layers and 3 to 0 run 2.
-    Depths above ``num_layers`` are left out (a pruned model keeps its parent's depths)."""
+def served_depth(kept: int, num_layers: int, depths: tuple[int, ...], rounding: str = "down") -> int:
+    """``kept`` rounded to a served depth (the full depth is always one). ``down``: to the nearest below, or the
+    smallest where none is below (8 layers, depths 4, 2: counts 7 to 4 run 4 layers, 3 to 0 run 2). ``up``: to
+    the nearest at or above (counts 8 to 5 run 8, 4 and 3 run 4, 2 to 0 run 2). Depths above ``num_layers`` are
+    left out (a pruned model keeps its parent's depths)."""
     served = sorted({*(d for d in depths if d <= num_layers), num_layers})
+    if rounding == "up":
+        return min(d for d in served if d >= kept)
     return max((d for d in served if d <= kept), default=served[0])
 
 
 def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit: str = "layer",
                     heads: list[int] | None = None, sampling: str = "per-layer",
-                    depths: tuple[int, ...] = ()) -> StackPlan:
+                    depths: tuple[int, ...] = (), depths_round: str = "down") -> StackPlan:
     """The plan of one stack for update ``update``: a pure function of its arguments.
 
     ``heads`` (per layer) is needed by the head units only. With every rate 0 nothing is drawn."""
@@ -144,7 +155,7 @@ def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit
         if sampling != "per-layer":
             # The shift is one more draw after the per-layer ones, so the other samplings' plans stay as they were.
             shift = torch.rand(1, generator=generator).item() if sampling == "evenly-spaced-shifted" else 0.0
-            count = served_depth(sum(runs), len(rates), depths) if depths else sum(runs)
+            count = served_depth(sum(runs), len(rates), depths, depths_round) if depths else sum(runs)
             kept = set(evenly_spaced(len(rates), count, shift))
             runs = [index in kept for index in range(len(rates))]
         return tuple(FULL if run else SKIPPED for run in runs)
@@ -156,5 +167,5 @@ def kept_layers(plan: StackPlan) -> list[int]:
     return [i for i, layer in enumerate(plan) if layer.runs]
 
 
-__all__ = ["LayerDropConfig", "LayerPlan", "SAMPLINGS", "StackPlan", "UNITS", "check_drop_rate", "draw_stack_plan", "evenly_spaced",
+__all__ = ["DEPTHS_ROUND", "LayerDropConfig", "LayerPlan", "SAMPLINGS", "StackPlan", "UNITS", "check_drop_rate", "draw_stack_plan", "evenly_spaced",
            "full_plan", "kept_layers", "served_depth"]

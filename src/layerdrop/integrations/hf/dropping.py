@@ -49,7 +49,7 @@ class HFLayerDrop:
             config = self.configs.get(stack)
             rates = config.rates(len(layers), update) if config is not None else [0.0] * len(layers)
             plans[stack] = (draw_stack_plan(self.seed, update, stack, rates, sampling=config.sampling,
-                                            depths=config.depths) if any(rates)
+                                            depths=config.depths, depths_round=config.depths_round) if any(rates)
                             else full_plan(len(layers)))
         return plans
 
@@ -81,11 +81,12 @@ def _droppable_forward(handle: HFLayerDrop, stack: str, index: int, layer: torch
 
 def apply_layerdrop(model: torch.nn.Module, p: float | None = None, schedule: str = "uniform", seed: int = 0, *,
                     encoder_p: float | None = None, decoder_p: float | None = None, warmup: int = 0,
-                    gamma: float = 0.0, sampling: str = "per-layer", depths: tuple[int, ...] = ()) -> HFLayerDrop:
+                    gamma: float = 0.0, sampling: str = "per-layer", depths: tuple[int, ...] = (),
+                    depths_round: str = "down") -> HFLayerDrop:
     """Train ``model`` with LayerDrop at rate ``p`` on every stack (``encoder_p``/``decoder_p`` set one stack
-    apart, e.g. for BART). ``schedule``, ``warmup``, ``gamma``, ``sampling`` and ``depths`` are those of
-    ``--layerdrop-schedule``, ``--layerdrop-warmup-updates``, ``--layerdrop-gamma``, ``--layerdrop-sampling`` and
-    ``--layerdrop-depths``. The family's own LayerDrop fields (OPT's
+    apart, e.g. for BART). ``schedule``, ``warmup``, ``gamma``, ``sampling``, ``depths`` and ``depths_round`` are
+    those of ``--layerdrop-schedule``, ``--layerdrop-warmup-updates``, ``--layerdrop-gamma``,
+    ``--layerdrop-sampling``, ``--layerdrop-depths`` and ``--layerdrop-depths-round``. The family's own LayerDrop fields (OPT's
     ``layerdrop``, BART's ``encoder_layerdrop``/``decoder_layerdrop``) are set to 0, so layers are dropped once.
     Returns the handle (also at ``model._layerdrop``)."""
     family = family_of(model)
@@ -103,7 +104,7 @@ def apply_layerdrop(model: torch.nn.Module, p: float | None = None, schedule: st
             raise UserError(f"p: not given for the {stack}; valid: p, or {stack}_p, a probability in [0, 1)")
         try:
             configs[stack] = LayerDropConfig(p=float(rate), schedule=schedule, warmup=int(warmup), gamma=float(gamma),
-                                            sampling=sampling, depths=tuple(depths))
+                                            sampling=sampling, depths=tuple(depths), depths_round=depths_round)
         except ValueError as error:
             raise UserError(str(error)) from None
     handle = HFLayerDrop(model, configs, int(seed))
