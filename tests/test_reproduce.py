@@ -171,3 +171,23 @@ def test_glue_fine_tuning_chosen_on_held_out_examples_is_judged_on_its_choice():
     runs[grid("p0.0_mask0.4_u5000", 1e-4, 84.0, 79.0)[0]]["dev_accuracy"] = 79.0
     assert glue_budget_targets(data)[0][2] == "does not hold"
     assert "| SST-2 | pretrained 5,000 updates, 40 % masking | 0.0001, 600 | 84.00 | 79.00 |" in glue_budget_section(data)
+
+
+def test_task_adaptive_corpus_appends_the_task_sentences_to_train_only(tmp_path, monkeypatch):
+    """Task-adaptive pretraining reads WikiText-2 plus the task's training sentences (no labels, nothing from dev);
+    valid and test stay WikiText-2's, so its masked-LM losses compare with the other encoders'."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    import glue_budget
+
+    wiki, glue = tmp_path / "wikitext-2", tmp_path / "glue" / "SST-2"
+    wiki.mkdir(parents=True), glue.mkdir(parents=True)
+    for split in ("train", "valid", "test"):
+        (wiki / f"{split}.txt").write_text(f"wiki {split} text\n")
+    (glue / "train.tsv").write_text('sentence\tlabel\nit \'s "great" \t1\nawful\t0\n')
+    (glue / "dev.tsv").write_text("sentence\tlabel\nnever seen in pretraining\t1\n")
+    monkeypatch.setattr(glue_budget, "DATA", {"pretrain": wiki, "glue": tmp_path / "glue"})
+    monkeypatch.setattr(glue_budget, "RUN_DIR", tmp_path / "runs")
+    corpus = glue_budget.task_adaptive_corpus("SST-2")
+    assert (corpus / "train.txt").read_text() == 'wiki train text\n\nit \'s "great"\nawful\n'
+    assert (corpus / "valid.txt").read_text() == "wiki valid text\n" and (corpus / "test.txt").read_text() == "wiki test text\n"
+    assert "never seen" not in "".join(path.read_text() for path in corpus.iterdir())
