@@ -24,7 +24,6 @@ Results: docs/results/glue_budget.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -35,6 +34,9 @@ from pathlib import Path
 
 from fig3_classification import FINETUNE, FINETUNE_COMMON, LAYERS, PRETRAIN, SHAPE
 from study import RESULTS, RUNS, SHARED_DATA, table_value, train_variants
+
+from layerdrop.data.glue import load_glue
+from layerdrop.tasks.classification import hold_out
 
 PRETRAIN_UPDATES = 5000
 VALIDATE_EVERY = 1000
@@ -50,8 +52,8 @@ PRETRAINED = {"p0.0": ["--encoder-layerdrop", "0.0"],
 # Round eleven: task-adaptive pretraining (Gururangan et al., 2020, "Don't Stop Pretraining"). The 40 % encoder
 # reads SST-2 through a vocabulary fitted to WikiText-2, while the encoder from random initialisation learns its
 # BPE on SST-2's own text. This one pretrains on WikiText-2's training text and SST-2's training sentences
-# (no labels, nothing from dev), so its BPE and its masked LM cover the task's words; validation stays
-# WikiText-2's, so its masked-LM losses compare with the other encoders'.
+# (no labels, nothing from dev or from the held-out examples), so its BPE and its masked LM cover the task's words.
+# Validation stays WikiText-2's text, though its masked-LM losses are per token of its own vocabulary.
 TASK_ADAPTIVE = {"p0.0_mask0.4_sst2text": "SST-2"}
 SOURCES = {"random": None, "p0.0_u1000": ("p0.0", 1000), "p0.0_u5000": ("p0.0", PRETRAIN_UPDATES),
            "p0.0_mask0.4_u5000": ("p0.0_mask0.4", PRETRAIN_UPDATES),
@@ -101,17 +103,19 @@ def train(out_dir, flags: list[str]) -> list[str]:
 
 
 def task_adaptive_corpus(task: str) -> Path:
-    """WikiText-2 with ``task``'s training sentences appended to its train split (valid and test unchanged)."""
-    corpus = RUN_DIR / f"corpus_wikitext2_{task.lower().replace('-', '')}"
+    """WikiText-2 with ``task``'s training sentences appended to its train split (valid and test unchanged). The
+    sentences are read as fine-tuning reads them, less the ones --valid-from-train holds out to choose the
+    fine-tuning, so the held-out choice sees text the encoder never read, as dev is."""
+    corpus = RUN_DIR / f"corpus_wikitext2_{task.lower().replace('-', '')}_less{HELD_OUT[task]}held"
     if not (corpus / "train.txt").exists():
-        with open(DATA["glue"] / task / "train.tsv", newline="") as rows:
-            sentences = [row["sentence"].strip() for row in csv.DictReader(rows, delimiter="\t", quoting=csv.QUOTE_NONE)]
+        kept, _ = hold_out(load_glue(DATA["glue"] / task, "train", task)[0], HELD_OUT[task])
         corpus.mkdir(parents=True, exist_ok=True)
         for split in ("valid", "test"):
             shutil.copyfile(DATA["pretrain"] / f"{split}.txt", corpus / f"{split}.txt")
-        text = (DATA["pretrain"] / "train.txt").read_text() + "\n" + "\n".join(sentences) + "\n"
+        sentences = "\n".join(sentence.strip() for text in kept.texts for sentence in text)
         tmp = corpus / "train.txt.tmp"
-        tmp.write_text(text)
+        tmp.write_text((DATA["pretrain"] / "train.txt").read_text(encoding="utf-8") + "\n" + sentences + "\n",
+                       encoding="utf-8")
         os.replace(tmp, corpus / "train.txt")  # last, so a half-written corpus is never taken for a whole one
     return corpus
 

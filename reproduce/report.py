@@ -128,13 +128,16 @@ EVENLY = "LayerDrop p=0.5, distillation, evenly-spaced draws"  # DISTILLED with 
 EVENLY_PLAIN = "LayerDrop p=0.5, evenly-spaced draws, no distillation"  # EVENLY without the second forward pass
 SHIFTED = "LayerDrop p=0.5, distillation, evenly-spaced draws from a random offset"  # an ablation of EVENLY
 SERVED = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2"  # EVENLY with --layerdrop-depths 4,2
+SERVED_UP = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2 rounded up"  # SERVED, counts rounded up
+SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
 # reproduce/translation_budget.py's models, under the study's labels; the small models trained from scratch at
 # each depth with the longer lr warmup share one label (one line of the table, a depth each).
 BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup350_bartlike": "LayerDrop recipe",
                  "p0.5_warmup350_distill_bartlike": DISTILLED, "p0.5_warmup350_distill_evenly_bartlike": EVENLY,
                  "p0.5_warmup350_evenly_bartlike": EVENLY_PLAIN,
-                 "p0.5_warmup350_distill_shifted_bartlike": SHIFTED, "scratch3_bartlike": "trained from scratch at that depth",
+                 "p0.5_warmup350_distill_shifted_bartlike": SHIFTED, "p0.5_warmup350_distill_served_bartlike": SERVED_MT,
+                 "scratch3_bartlike": "trained from scratch at that depth",
                  **{f"scratch{depth}_lrwarmup350_bartlike": TUNED_SCRATCH for depth in (3, 2, 1)}}
 BUDGET_LABEL = "2,100 updates, BART-like"
 
@@ -171,7 +174,8 @@ def other_budget_runs(data: dict[str, Any]) -> str:
 # scratch share one.
 LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
                     "p0.5_warmup800_distill_bartlike": DISTILLED, "p0.5_warmup800_distill_evenly_bartlike": EVENLY,
-                    "p0.5_warmup800_distill_served_bartlike": SERVED, "scratch4_bartlike": "trained from scratch at that depth",
+                    "p0.5_warmup800_distill_served_bartlike": SERVED,
+                    "p0.5_warmup800_distill_servedup_bartlike": SERVED_UP, "scratch4_bartlike": "trained from scratch at that depth",
                     "scratch2_bartlike": "trained from scratch at that depth"}
 
 
@@ -437,7 +441,7 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
                      f"{gentle}: {at_full:.{digits}f}; baseline: {base_full:.{digits}f}", "holds" if no_worse else "does not hold"))
     if "translation_budget" in results:
         budget = budget_lines(results["translation_budget"])
-        for label in ("LayerDrop recipe", DISTILLED, EVENLY, EVENLY_PLAIN):
+        for label in ("LayerDrop recipe", DISTILLED, EVENLY, EVENLY_PLAIN, SERVED_MT):
             if label in budget["lines"]:
                 rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
     if "lm_budget" in results:

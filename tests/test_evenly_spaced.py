@@ -123,9 +123,9 @@ def test_served_depths_round_the_count_up():
 
 
 def test_rounding_up_keeps_the_rate_warmup():
-    """Rounded down, one dropped layer of 8 already runs a 4-layer pass, so early in a rate warmup most
-    sub-network passes are already cut in half; rounded up, a small rate keeps the full depth, as without
-    served depths, and at p = 0.5 the counts are 8 on 93/256, 4 on 126/256 and 2 on 37/256."""
+    """Rounded down, one dropped layer of 8 already runs a 4-layer pass, so early in a rate warmup a third of the
+    sub-network passes are cut in half; rounded up, a pass is cut only when 4 or more of 8 layers are dropped, so a
+    small rate keeps the full depth, and at p = 0.5 the counts are 8 on 93/256, 4 on 126/256 and 2 on 37/256."""
     early = [0.05] * 8  # the rate 10 % into a warmup to 0.5
     def depths_drawn(rates, rounding, updates=3000):
         return [len(kept_layers(draw_stack_plan(3, u, "decoder", rates, sampling="evenly-spaced", depths=(4, 2),
@@ -193,6 +193,14 @@ def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                    "evenly-spaced", "--layerdrop-depths", "2", "--layerdrop-depths-round", "nearest", *TINY_TRAIN, check_rc=2)
     assert "--layerdrop-depths-round: got 'nearest'; valid: down, up" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                   "evenly-spaced", "--layerdrop-depths-round", "up", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-depths-round up: rounds the kept count to served depths; valid only with --layerdrop-depths" \
+        in proc.stderr and "Traceback" not in proc.stderr
+    # A checkpoint written before the flag existed has no layerdrop_depths_round: it rounds down, as it was trained.
+    config_file = save_dir / "checkpoint_last" / "config.json"
+    config_file.write_text(json.dumps({key: value for key, value in recorded.items() if key != "layerdrop_depths_round"}))
+    assert load_checkpoint(save_dir / "checkpoint_last").config.layerdrop_config("decoder").depths_round == "down"
     # A depth at or above the stack's would switch LayerDrop off without a word: refused (TINY_TRAIN has 4 layers).
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                    "evenly-spaced", "--layerdrop-depths", "2,4", *TINY_TRAIN, check_rc=2)

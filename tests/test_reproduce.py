@@ -174,20 +174,27 @@ def test_glue_fine_tuning_chosen_on_held_out_examples_is_judged_on_its_choice():
 
 
 def test_task_adaptive_corpus_appends_the_task_sentences_to_train_only(tmp_path, monkeypatch):
-    """Task-adaptive pretraining reads WikiText-2 plus the task's training sentences (no labels, nothing from dev);
-    valid and test stay WikiText-2's, so its masked-LM losses compare with the other encoders'."""
+    """Task-adaptive pretraining reads WikiText-2 plus the task's training sentences: no labels, nothing from dev,
+    and none of the examples --valid-from-train holds out to choose the fine-tuning; valid and test stay WikiText-2's."""
     sys.path.insert(0, str(ROOT / "reproduce"))
     import glue_budget
+    from layerdrop.data.glue import load_glue
+    from layerdrop.tasks.classification import hold_out
 
     wiki, glue = tmp_path / "wikitext-2", tmp_path / "glue" / "SST-2"
     wiki.mkdir(parents=True), glue.mkdir(parents=True)
     for split in ("train", "valid", "test"):
         (wiki / f"{split}.txt").write_text(f"wiki {split} text\n")
-    (glue / "train.tsv").write_text('sentence\tlabel\nit \'s "great" \t1\nawful\t0\n')
+    sentences = [f"phrase number {i} " for i in range(12)]
+    (glue / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(sentences)))
     (glue / "dev.tsv").write_text("sentence\tlabel\nnever seen in pretraining\t1\n")
     monkeypatch.setattr(glue_budget, "DATA", {"pretrain": wiki, "glue": tmp_path / "glue"})
     monkeypatch.setattr(glue_budget, "RUN_DIR", tmp_path / "runs")
+    monkeypatch.setitem(glue_budget.HELD_OUT, "SST-2", 3)
     corpus = glue_budget.task_adaptive_corpus("SST-2")
-    assert (corpus / "train.txt").read_text() == 'wiki train text\n\nit \'s "great"\nawful\n'
+    lines = (corpus / "train.txt").read_text().splitlines()
+    assert lines[0] == "wiki train text" and len(lines) == 2 + 9  # WikiText-2, a blank line, 12 - 3 sentences
+    held = {text[0].strip() for text in hold_out(load_glue(glue, "train", "SST-2")[0], 3)[1].texts}
+    assert len(held) == 3 and not held & set(lines) and set(lines[2:]) == {s.strip() for s in sentences} - held
     assert (corpus / "valid.txt").read_text() == "wiki valid text\n" and (corpus / "test.txt").read_text() == "wiki test text\n"
     assert "never seen" not in "".join(path.read_text() for path in corpus.iterdir())

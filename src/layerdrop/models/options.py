@@ -51,9 +51,10 @@ class LayerDropOptions:
                                        "so every sub-network trained is one served; meant with --layerdrop-distill "
                                        "(default: none, every count)")
     layerdrop_depths_round: str = option("down", "--layerdrop-depths: which way a kept count goes: down (to the "
-                                                 "nearest served depth below, the smallest when none is; a small "
-                                                 "rate already cuts deep) or up (to the nearest above; a small rate "
-                                                 "keeps the full depth, so a rate warmup still ramps the cuts)")
+                                                 "nearest served depth at or below, the smallest when none is; any "
+                                                 "cut goes deep, even at a small rate) or up (to the nearest at or "
+                                                 "above: a pass is cut only when half its layers or more are "
+                                                 "dropped, so it skips less than p says)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
@@ -92,6 +93,9 @@ class LayerDropOptions:
         if self.layerdrop_depths_round not in DEPTHS_ROUND:
             raise UserError(f"--layerdrop-depths-round: got {shorten(self.layerdrop_depths_round)}; valid: "
                             f"{', '.join(DEPTHS_ROUND)}")
+        if self.layerdrop_depths_round != "down" and not self.layerdrop_depths:
+            raise UserError(f"--layerdrop-depths-round {self.layerdrop_depths_round}: rounds the kept count to "
+                            "served depths; valid only with --layerdrop-depths")
         for stack in stacks:
             layers = getattr(self, f"{stack}_layers")
             # A pruned model keeps its parent's depths (the ones it no longer has are left out when drawing).

@@ -27,16 +27,17 @@ Which layers a draw keeps (``sampling``):
   spaced ones at all.
 
 With either evenly-spaced sampling, ``depths`` (``--layerdrop-depths``, beyond the paper) names the depths that
-will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded to one of them (or to the
-full depth), so every sub-network pass trains a served one. ``depths_round`` says which way:
+will be served, e.g. 4 and 2 of 8: each update's number of kept layers is rounded one way to one of them (or to
+the full depth), so every sub-network pass trains a served one. ``depths_round`` says which way:
 
-- ``down`` (to the nearest served depth below; to the smallest where none is below): at p = 0.5 on 8 layers
+- ``down`` (to the nearest served depth at or below; to the smallest where none is): at p = 0.5 on 8 layers
   the paper's number of layers is 4 on 27 % of updates and 2 on 11 %; rounded down to 8, 4 or 2 it is 4 on
-  63 % and 2 on 36 %. But a small rate now cuts deep (one dropped layer turns a pass into a 4-layer one),
-  which blunts a rate warmup: on one language-model seed of three such a run never left the unigram plateau
-  (docs/layerdrop_at_short_budgets.md, section 15.2);
-- ``up`` (to the nearest served depth above; 5 to 7 of 8 run all 8): 8 on 36 %, 4 on 49 %, 2 on 14 % at
-  p = 0.5, and a small rate keeps the full depth, so the warmup ramps the cuts as it does without depths.
+  63 % and 2 on 36 % (59 % of layer compute skipped, not 50 %). Any cut now goes to 4 layers or fewer, so a
+  rate warmup still ramps how often passes are cut but no longer how deep: on one language-model seed of three
+  such a run never left the unigram plateau (docs/layerdrop_at_short_budgets.md, section 15.2);
+- ``up`` (to the nearest at or above; 5 to 7 kept of 8 run all 8): 8 on 36 %, 4 on 49 %, 2 on 14 % at
+  p = 0.5 (35 % of layer compute skipped). A pass is cut only when half the layers or more are dropped, so
+  early in a rate warmup almost nothing is cut (0.5 % of passes at rate 0.1, 11 % at 0.25).
 """
 
 from __future__ import annotations
@@ -130,10 +131,12 @@ def evenly_spaced(num_layers: int, depth: int, shift: float = 0.0) -> list[int]:
 
 
 def served_depth(kept: int, num_layers: int, depths: tuple[int, ...], rounding: str = "down") -> int:
-    """``kept`` rounded to a served depth (the full depth is always one). ``down``: to the nearest below, or the
-    smallest where none is below (8 layers, depths 4, 2: counts 7 to 4 run 4 layers, 3 to 0 run 2). ``up``: to
-    the nearest at or above (counts 8 to 5 run 8, 4 and 3 run 4, 2 to 0 run 2). Depths above ``num_layers`` are
-    left out (a pruned model keeps its parent's depths)."""
+    """``kept`` rounded to a served depth (the full depth is always one). ``down``: to the nearest at or below, or
+    the smallest where none is (8 layers, depths 4, 2: counts 7 to 4 run 4 layers, 3 to 0 run 2). ``up``: to the
+    nearest at or above (counts 8 to 5 run 8, 4 and 3 run 4, 2 to 0 run 2). Depths above ``num_layers`` are left
+    out (a pruned model keeps its parent's depths)."""
+    if rounding not in DEPTHS_ROUND:
+        raise ValueError(f"layerdrop depths round: got {rounding!r}; valid: {', '.join(DEPTHS_ROUND)}")
     served = sorted({*(d for d in depths if d <= num_layers), num_layers})
     if rounding == "up":
         return min(d for d in served if d >= kept)
