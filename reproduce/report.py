@@ -129,6 +129,7 @@ EVENLY_PLAIN = "LayerDrop p=0.5, evenly-spaced draws, no distillation"  # EVENLY
 SHIFTED = "LayerDrop p=0.5, distillation, evenly-spaced draws from a random offset"  # an ablation of EVENLY
 SERVED = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2"  # EVENLY with --layerdrop-depths 4,2
 SERVED_UP = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2 rounded up"  # SERVED, counts rounded up
+SERVED_LATE = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2 after the rate warmup"
 SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
 # reproduce/translation_budget.py's models, under the study's labels; the small models trained from scratch at
@@ -175,7 +176,8 @@ def other_budget_runs(data: dict[str, Any]) -> str:
 LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": "LayerDrop p=0.2, rate warmup",
                     "p0.5_warmup800_distill_bartlike": DISTILLED, "p0.5_warmup800_distill_evenly_bartlike": EVENLY,
                     "p0.5_warmup800_distill_served_bartlike": SERVED,
-                    "p0.5_warmup800_distill_servedup_bartlike": SERVED_UP, "scratch4_bartlike": "trained from scratch at that depth",
+                    "p0.5_warmup800_distill_servedup_bartlike": SERVED_UP,
+                    "p0.5_warmup800_distill_servedlate_bartlike": SERVED_LATE, "scratch4_bartlike": "trained from scratch at that depth",
                     "scratch2_bartlike": "trained from scratch at that depth"}
 
 

@@ -167,6 +167,25 @@ def test_only_served_sub_networks_train_and_the_expected_share_matches_the_draws
         LayerDropConfig(p=0.5, depths=(4, 2))  # the paper's per-layer sampling has no served depths
 
 
+def test_rounding_down_after_the_warmup_draws_the_unrounded_plans_until_then():
+    """down-after-warmup: during the rate warmup the plans of evenly-spaced sampling without served depths (so a
+    run makes the early updates of one without the flag), then exactly those rounded down."""
+    config = LayerDropConfig(p=0.5, sampling="evenly-spaced", depths=(4, 2), depths_round="down-after-warmup", warmup=40)
+    for update in range(0, 120):
+        depths, rounding = config.served_at(update)
+        plan = draw_stack_plan(7, update, "decoder", config.rates(8, update), sampling="evenly-spaced", depths=depths,
+                               depths_round=rounding)
+        plain = draw_stack_plan(7, update, "decoder", config.rates(8, update), sampling="evenly-spaced")
+        down = draw_stack_plan(7, update, "decoder", config.rates(8, update), sampling="evenly-spaced", depths=(4, 2))
+        assert plan == (plain if update < 40 else down)
+    drawn = [sum(8 - len(kept_layers(draw_stack_plan(seed, u, "decoder", config.rates(8, u), sampling="evenly-spaced",
+                                                     depths=config.served_at(u)[0]))) for seed in range(20))
+             for u in range(100)]
+    assert config.expected_skipped(8, 100, lambda rate: rate) == pytest.approx(sum(drawn) / (100 * 20 * 8), abs=0.015)
+    with pytest.raises(ValueError, match="layerdrop depths round: got 'down-after-warmup'"):
+        served_depth(3, 8, (4, 2), "down-after-warmup")  # one count goes one way; the config decides when
+
+
 def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
     flags = dict(data=str(corpus_dir), batch_size=4, warmup_updates=2, no_progress_bar=True, max_valid_steps=2,
                  validate_interval_updates=4)
@@ -192,11 +211,16 @@ def test_served_depths_are_recorded_and_checked(tmp_path, corpus_dir):
         assert "Traceback" not in proc.stderr
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                    "evenly-spaced", "--layerdrop-depths", "2", "--layerdrop-depths-round", "nearest", *TINY_TRAIN, check_rc=2)
-    assert "--layerdrop-depths-round: got 'nearest'; valid: down, up" in proc.stderr and "Traceback" not in proc.stderr
+    assert "--layerdrop-depths-round: got 'nearest'; valid: down, up, down-after-warmup" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
                    "evenly-spaced", "--layerdrop-depths-round", "up", *TINY_TRAIN, check_rc=2)
     assert "--layerdrop-depths-round up: rounds the kept count to served depths; valid only with --layerdrop-depths" \
         in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--decoder-layerdrop", "0.5", "--layerdrop-sampling",
+                   "evenly-spaced", "--layerdrop-depths", "2", "--layerdrop-depths-round", "down-after-warmup",
+                   *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-depths-round down-after-warmup: waits for the rate warmup; valid only with " \
+        "--layerdrop-warmup-updates above 0" in proc.stderr and "Traceback" not in proc.stderr
     # A checkpoint written before the flag existed has no layerdrop_depths_round: it rounds down, as it was trained.
     config_file = save_dir / "checkpoint_last" / "config.json"
     config_file.write_text(json.dumps({key: value for key, value in recorded.items() if key != "layerdrop_depths_round"}))

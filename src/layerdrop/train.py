@@ -257,7 +257,7 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool) -
             + (f" (rates by layer at the end: {final})" if drop.schedule != "uniform" else "")
             + (f", rising from 0 over the first {drop.warmup} updates" if drop.warmup else "")
             + (f", {drop.sampling} sampling" if drop.sampling != "per-layer" else "")
-            + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round})" if drop.depths else "")
+            + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
             + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
     return lines

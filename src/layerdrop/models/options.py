@@ -54,7 +54,8 @@ class LayerDropOptions:
                                                  "nearest served depth at or below, the smallest when none is; any "
                                                  "cut goes deep, even at a small rate) or up (to the nearest at or "
                                                  "above: a pass is cut only when half its layers or more are "
-                                                 "dropped, so it skips less than p says)")
+                                                 "dropped, so it skips less than p says) or down-after-warmup (no "
+                                                 "rounding until --layerdrop-warmup-updates ends, then down)")
 
     def layerdrop_config(self, stack: str) -> LayerDropConfig:
         """The one LayerDrop config of ``stack`` ("encoder" or "decoder")."""
@@ -96,6 +97,9 @@ class LayerDropOptions:
         if self.layerdrop_depths_round != "down" and not self.layerdrop_depths:
             raise UserError(f"--layerdrop-depths-round {self.layerdrop_depths_round}: rounds the kept count to "
                             "served depths; valid only with --layerdrop-depths")
+        if self.layerdrop_depths_round == "down-after-warmup" and not self.layerdrop_warmup_updates:
+            raise UserError("--layerdrop-depths-round down-after-warmup: waits for the rate warmup; valid only with "
+                            "--layerdrop-warmup-updates above 0")
         for stack in stacks:
             layers = getattr(self, f"{stack}_layers")
             # A pruned model keeps its parent's depths (the ones it no longer has are left out when drawing).

@@ -37,7 +37,10 @@ the full depth), so every sub-network pass trains a served one. ``depths_round``
   such a run never left the unigram plateau (docs/layerdrop_at_short_budgets.md, section 15.2);
 - ``up`` (to the nearest at or above; 5 to 7 kept of 8 run all 8): 8 on 36 %, 4 on 49 %, 2 on 14 % at
   p = 0.5 (35 % of layer compute skipped). A pass is cut only when half the layers or more are dropped, so
-  early in a rate warmup almost nothing is cut (0.5 % of passes at rate 0.1, 11 % at 0.25).
+  early in a rate warmup almost nothing is cut (0.5 % of passes at rate 0.1, 11 % at 0.25);
+- ``down-after-warmup``: no rounding while the rate warms up (the plans of evenly-spaced sampling without served
+  depths), rounded down once the rate has reached p, so the early updates that decide whether a run leaves the
+  unigram plateau are those of the runs that did.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ from layerdrop.seeding import derive_seed
 
 StackPlan = tuple[LayerPlan, ...]
 SAMPLINGS = ("per-layer", "evenly-spaced", "evenly-spaced-shifted")
-DEPTHS_ROUND = ("down", "up")
+ROUNDINGS = ("down", "up")  # which way one count goes
+DEPTHS_ROUND = (*ROUNDINGS, "down-after-warmup")  # a config's choice, which may change with the update
 
 
 def check_drop_rate(p: float, what: str = "layerdrop") -> float:
@@ -79,7 +83,7 @@ class LayerDropConfig:
     learned_gates: bool = False  # each layer learns its rate (layerdrop.nn.learned_gates); their mean is p
     sampling: str = "per-layer"  # which layers a draw keeps (see the module docstring)
     depths: tuple[int, ...] = ()  # evenly-spaced samplings: the depths to be served (see the module docstring)
-    depths_round: str = "down"  # which way a kept count goes to a served depth: down or up
+    depths_round: str = "down"  # which way a kept count goes to a served depth: DEPTHS_ROUND
 
     def __post_init__(self) -> None:
         check_drop_rate(self.p)
@@ -105,17 +109,26 @@ class LayerDropConfig:
         """Each layer's drop rate at ``update`` (learned gates: the rates' mean, before the gates spread it)."""
         return layer_rates(self.schedule, self.p, num_layers, update, self.gamma, self.warmup)
 
+    def served_at(self, update: int) -> tuple[tuple[int, ...], str]:
+        """The served depths and the rounding in force at ``update`` (none during the rate warmup with
+        ``down-after-warmup``)."""
+        if self.depths_round == "down-after-warmup":
+            return ((), "down") if update < self.warmup else (self.depths, "down")
+        return self.depths, self.depths_round
+
     def expected_skipped(self, num_layers: int, max_update: int, share: Callable[[float], float]) -> float:
         """Expected share of the stack's computation skipped over ``max_update`` updates; ``share(rate)`` is
         the share of one layer skipped at that rate (see ``structured.skipped_share``)."""
         if self.depths:
             # The kept count is Binomial(layers, 1 - rate), then rounded to a served depth.
             counts = np.arange(num_layers + 1)
-            skipped = np.array([num_layers - served_depth(k, num_layers, self.depths, self.depths_round) for k in counts])
-            keep = 1 - np.array([self.rates(num_layers, t)[0] for t in sampled_updates(max_update, self.warmup > 0)])
+            updates = sampled_updates(max_update, self.warmup > 0)
+            skipped = np.array([[num_layers - (served_depth(k, num_layers, *self.served_at(t)) if self.served_at(t)[0]
+                                               else k) for k in counts] for t in updates])
+            keep = 1 - np.array([self.rates(num_layers, t)[0] for t in updates])
             ways = np.array([math.comb(num_layers, k) for k in counts], dtype=float)
             pmf = ways * keep[:, None] ** counts * (1 - keep[:, None]) ** (num_layers - counts)  # Binomial(layers, keep)
-            return float((pmf @ skipped).mean() / num_layers)
+            return float((pmf * skipped).sum(axis=1).mean() / num_layers)
         return expected_skipped(self.schedule, self.p, num_layers, max_update, self.gamma, share, self.warmup)
 
 
@@ -135,8 +148,8 @@ def served_depth(kept: int, num_layers: int, depths: tuple[int, ...], rounding: 
     the smallest where none is (8 layers, depths 4, 2: counts 7 to 4 run 4 layers, 3 to 0 run 2). ``up``: to the
     nearest at or above (counts 8 to 5 run 8, 4 and 3 run 4, 2 to 0 run 2). Depths above ``num_layers`` are left
     out (a pruned model keeps its parent's depths)."""
-    if rounding not in DEPTHS_ROUND:
-        raise ValueError(f"layerdrop depths round: got {rounding!r}; valid: {', '.join(DEPTHS_ROUND)}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"layerdrop depths round: got {rounding!r}; valid: {', '.join(ROUNDINGS)}")
     served = sorted({*(d for d in depths if d <= num_layers), num_layers})
     if rounding == "up":
         return min(d for d in served if d >= kept)

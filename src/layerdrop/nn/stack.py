@@ -93,8 +93,7 @@ class TransformerStack(nn.Module):
         else:
             rates = self.layerdrop.rates(len(self.layers), update)
         return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads(),
-                               self.layerdrop.sampling, self.layerdrop.depths,
-                               self.layerdrop.depths_round)
+                               self.layerdrop.sampling, *self.layerdrop.served_at(update))
 
     def expected_skipped(self, max_update: int) -> float:
         """Expected share of this stack's layer computation that LayerDrop skips over ``max_update`` updates

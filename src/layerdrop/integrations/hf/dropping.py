@@ -48,9 +48,12 @@ class HFLayerDrop:
         for stack, layers in layer_lists(self.model).items():
             config = self.configs.get(stack)
             rates = config.rates(len(layers), update) if config is not None else [0.0] * len(layers)
-            plans[stack] = (draw_stack_plan(self.seed, update, stack, rates, sampling=config.sampling,
-                                            depths=config.depths, depths_round=config.depths_round) if any(rates)
-                            else full_plan(len(layers)))
+            if not any(rates):
+                plans[stack] = full_plan(len(layers))
+                continue
+            depths, rounding = config.served_at(update)
+            plans[stack] = draw_stack_plan(self.seed, update, stack, rates, sampling=config.sampling, depths=depths,
+                                           depths_round=rounding)
         return plans
 
     def expected_skipped(self, stack: str, max_update: int) -> float:
