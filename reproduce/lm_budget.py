@@ -77,6 +77,10 @@ for _seed in LM_SEEDS:
     VARIANTS[f"s{_seed}_p0.5_warmup800_distill_servedlate_bartlike"] = (
         _seed, 8, [*VARIANTS[f"s{_seed}_p0.5_warmup800_distill_served_bartlike"][2], "--layerdrop-depths-round",
                    "down-after-warmup"])
+# Seed 2's evenly-spaced model again, in round eleven's environment: at update 500 the round-nine run logged 2.1974
+# and the rerun 2.1877, bit-for-bit the served-late run, which draws the same plans until update 800. So the
+# comparison of round eleven's runs with round nine's mixes in a change of environment; this is the control.
+VARIANTS["s2_p0.5_warmup800_distill_evenly_rerun_bartlike"] = VARIANTS["s2_p0.5_warmup800_distill_evenly_bartlike"]
 RUN_DIR = RUNS / "lm_budget"
 RESULT = RESULTS / "lm_budget.json"
 
