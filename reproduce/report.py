@@ -158,7 +158,7 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds ("
             + seeds_per_model(study["per_seed"]) + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 15.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 16.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
 
@@ -214,7 +214,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
             "character, whole split, lower is better), checkpoint_last, pruned every other way. Mean ± standard "
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
-            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14 and 15.", ""] + \
+            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14, 15 and 16.", ""] + \
         lines_table(study["lines"], [8, 4, 2], 3, study["std"]) + [""]
 
 
@@ -263,11 +263,11 @@ def glue_budget_section(data: dict[str, Any]) -> list[str]:
     columns = [source for source in GLUE_SOURCES if any(source in by_source for by_source in table.values())]
     out = ["## Masked-LM pretraining for GLUE, five times figure 3's budget", "",
            "`python reproduce/glue_budget.py`: figure 3's 8-layer encoder pretrained on WikiText-2 with its flags (and "
-           "once with 40 % masking instead of 15 %) for "
+           "with 40 % masking instead of 15 %, once on WikiText-2 and once on WikiText-2 and SST-2's training text) for "
            f"{data.get('pretrain_updates', 5000):,} updates, then fine-tuned with its flags; dev accuracy (%) of "
            "checkpoint_last (GLUE's test labels are not public; nothing was chosen on dev). Raw numbers and every "
            "command: [`glue_budget.json`](glue_budget.json); the study behind it: docs/layerdrop_at_short_budgets.md, "
-           "sections 14 and 15. Masked-LM validation loss (nats per masked token) by update, at the encoder's own "
+           "sections 14 to 16. Masked-LM validation loss (nats per masked token) by update, at the encoder's own "
            "masking rate on the first 20 validation batches, as logged in training (in brackets: at 15 % masking, "
            "whole split, `layerdrop eval --mask-prob 0.15`):", "", *glue_pretraining_lines(data), "",
            "| task | " + " | ".join(GLUE_SOURCES[source] for source in columns) + " |", "| --- |" + " ---: |" * len(columns)]
