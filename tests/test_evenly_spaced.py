@@ -112,6 +112,7 @@ def test_served_depths_round_the_count_down():
     assert [served_depth(k, 6, (3, 2, 1)) for k in range(7)] == [1, 1, 2, 3, 3, 3, 6]
     # A pruned model keeps its parent's depths; the ones it no longer has are left out.
     assert [served_depth(k, 2, (4, 2)) for k in range(3)] == [2, 2, 2]
+    assert [served_depth(k, 8, ()) for k in range(9)] == list(range(9))  # no served depths: the count as drawn
 
 
 def test_served_depths_round_the_count_up():

@@ -123,8 +123,8 @@ class LayerDropConfig:
             # The kept count is Binomial(layers, 1 - rate), then rounded to a served depth.
             counts = np.arange(num_layers + 1)
             updates = sampled_updates(max_update, self.warmup > 0)
-            skipped = np.array([[num_layers - (served_depth(k, num_layers, *self.served_at(t)) if self.served_at(t)[0]
-                                               else k) for k in counts] for t in updates])
+            skipped = np.array([[num_layers - served_depth(k, num_layers, *self.served_at(t)) for k in counts]
+                                for t in updates])
             keep = 1 - np.array([self.rates(num_layers, t)[0] for t in updates])
             ways = np.array([math.comb(num_layers, k) for k in counts], dtype=float)
             pmf = ways * keep[:, None] ** counts * (1 - keep[:, None]) ** (num_layers - counts)  # Binomial(layers, keep)
@@ -147,9 +147,11 @@ def served_depth(kept: int, num_layers: int, depths: tuple[int, ...], rounding: 
     """``kept`` rounded to a served depth (the full depth is always one). ``down``: to the nearest at or below, or
     the smallest where none is (8 layers, depths 4, 2: counts 7 to 4 run 4 layers, 3 to 0 run 2). ``up``: to the
     nearest at or above (counts 8 to 5 run 8, 4 and 3 run 4, 2 to 0 run 2). Depths above ``num_layers`` are left
-    out (a pruned model keeps its parent's depths)."""
+    out (a pruned model keeps its parent's depths). With no served depths, ``kept`` itself."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"layerdrop depths round: got {rounding!r}; valid: {', '.join(ROUNDINGS)}")
+    if not depths:
+        return kept
     served = sorted({*(d for d in depths if d <= num_layers), num_layers})
     if rounding == "up":
         return min(d for d in served if d >= kept)
@@ -171,7 +173,7 @@ def draw_stack_plan(seed: int, update: int, stack: str, rates: list[float], unit
         if sampling != "per-layer":
             # The shift is one more draw after the per-layer ones, so the other samplings' plans stay as they were.
             shift = torch.rand(1, generator=generator).item() if sampling == "evenly-spaced-shifted" else 0.0
-            count = served_depth(sum(runs), len(rates), depths, depths_round) if depths else sum(runs)
+            count = served_depth(sum(runs), len(rates), depths, depths_round)
             kept = set(evenly_spaced(len(rates), count, shift))
             runs = [index in kept for index in range(len(rates))]
         return tuple(FULL if run else SKIPPED for run in runs)
