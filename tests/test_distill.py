@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from layerdrop.distill import distill_backward, distillation_loss
+from layerdrop.nn.structured import FULL, SKIPPED
+from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.nn.drop_plan import kept_layers
-from layerdrop.nn.stack import model_drop_plan
+from layerdrop.nn.stack import model_drop_plan, model_smallest_plan
 from layerdrop.nn.schedules import expected_skipped, layer_rates
 from layerdrop.tasks.language_modeling import LanguageModelingTask
 from layerdrop.train import TrainConfig, train
@@ -46,7 +48,7 @@ def test_one_distilled_update_trains_every_layer_and_the_sub_network(corpus_dir)
             break
     dropped = sorted(set(range(4)) - set(kept_layers(plan["decoder"])))
     full, kd = distill_backward(lambda plan_: task.train_outputs(model, batch, plan_), plan)
-    assert math.isfinite(full.loss.item()) and kd > 0
+    assert math.isfinite(full.loss.item()) and len(kd) == 1 and kd[0] > 0
     for index in range(4):  # the full-depth pass reaches every layer, dropped ones included
         assert all(p.grad is not None for p in model.decoder.layers[index].parameters())
     # The gradient of a dropped layer is exactly its full-depth label gradient: the sub-network skipped it.
@@ -72,6 +74,56 @@ def test_training_with_distillation_logs_both_losses(corpus_dir, tmp_path, capsy
 def test_distillation_refuses_what_it_cannot_do(tmp_path):
     proc = run_cli("train", "--save-dir", str(tmp_path / "x"), "--layerdrop-distill", *TINY_TRAIN, check_rc=2)
     assert "--layerdrop-distill: needs --decoder-layerdrop above 0" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "y"), "--layerdrop-sandwich", "--decoder-layerdrop", "0.5",
+                   "--layerdrop-sampling", "evenly-spaced", "--layerdrop-depths", "2", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-sandwich: needs --layerdrop-distill" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("train", "--save-dir", str(tmp_path / "z"), "--layerdrop-sandwich", "--layerdrop-distill",
+                   "--decoder-layerdrop", "0.5", *TINY_TRAIN, check_rc=2)
+    assert "--layerdrop-sandwich: needs served depths (--layerdrop-depths)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+SERVED = dict(MODEL, decoder_layers=8, layerdrop_sampling="evenly-spaced", layerdrop_depths="4,2")
+
+
+def test_the_smallest_served_plan_keeps_what_pruning_keeps():
+    model = tiny_model(**SERVED, vocab_size=66)
+    assert kept_layers(model_smallest_plan(model, 0)["decoder"]) == [0, 4]  # every other, twice: 2 of 8
+    assert model_smallest_plan(tiny_model(**MODEL, vocab_size=66), 0) is None  # no served depths
+    late = tiny_model(**SERVED, layerdrop_depths_round="down-after-warmup", layerdrop_warmup_updates=10, vocab_size=66)
+    assert model_smallest_plan(late, 9) is None and kept_layers(model_smallest_plan(late, 10)["decoder"]) == [0, 4]
+
+
+def test_the_sandwich_rule_adds_one_pass_unless_the_draw_ran_the_smallest_depth():
+    model = tiny_model(**SERVED, vocab_size=66).train()
+    tokens = torch.randint(0, 66, (2, 16))
+    passes = []
+
+    def forward(plan):
+        passes.append(None if plan is None else kept_layers(plan["decoder"]))
+        logits = model(tokens, plan=plan)[0]
+        return TrainOutputs(loss=logits.logsumexp(-1).mean(), tokens=tokens.numel(), logits=logits.flatten(0, 1),
+                            count=tokens.numel())
+
+    smallest = model_smallest_plan(model, 0)
+    four = {"decoder": tuple(FULL if i in (0, 2, 4, 6) else SKIPPED for i in range(8))}
+    _, losses = distill_backward(forward, four, smallest=smallest)
+    assert passes == [None, [0, 2, 4, 6], [0, 4]] and len(losses) == 2 and all(kd > 0 for kd in losses)
+    passes.clear()
+    _, losses = distill_backward(forward, smallest, smallest=smallest)
+    assert passes == [None, [0, 4]] and len(losses) == 1  # the draw already trained the smallest depth
+
+
+def test_training_with_the_sandwich_rule_logs_the_smallest_pass(corpus_dir, tmp_path, capsys):
+    run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "s"), max_update=8, batch_size=4, warmup_updates=2,
+                      validate_interval_updates=4, max_valid_steps=2, no_progress_bar=True, layerdrop_distill=True,
+                      layerdrop_sandwich=True)
+    train(run, SERVED)
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    # Every update trains 2 layers: in the draw (logged layers 2) or in the extra pass (distill_smallest logged).
+    assert all((r["layers"] == 2) != ("distill_smallest" in r) for r in log)
+    assert any("distill_smallest" in r for r in log) and all(r.get("distill_smallest", 0) >= 0 for r in log)
+    assert "smallest served depth (2) every update (sandwich rule)" in capsys.readouterr().out
 
 
 def test_rate_warmup_rises_linearly_then_holds():

@@ -8,8 +8,13 @@ training: the full depth sees every label with every layer, and the shallow path
 learn to imitate it instead of learning the task from scratch with fewer layers.
 
 It costs a second forward and backward pass per update (of the sub-network: at rate p, about
-1 - p of the full pass). The two passes are backpropagated one after the other, so only one graph is
+1 - p of the full pass). The passes are backpropagated one after the other, so only one graph is
 held at a time.
+
+With ``--layerdrop-sandwich`` a third pass trains the smallest served depth towards the full depth too, on
+every update whose draw did not already run it: slimmable networks' sandwich rule (the largest and the
+smallest sub-network every update, plus sampled ones between), so the depth that has the most to learn is
+trained on every batch instead of on the share of draws rounded to it.
 """
 
 from __future__ import annotations
@@ -32,16 +37,20 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def distill_backward(forward: Callable[[dict | None], TrainOutputs], plan: dict,
-                     weigh: Callable[[TrainOutputs], float] = lambda outputs: 1.0) -> tuple[TrainOutputs, float]:
-    """Backpropagate both passes of one update: ``forward(None)``, the full depth, on the labels, then
-    ``forward(plan)``, this update's sub-network, towards the full depth. Returns the full-depth outputs and
-    the distillation loss. ``weigh`` gives the factor both losses are multiplied by before backward (a
-    data-parallel rank's share of the global batch, from the full-depth outputs)."""
+                     weigh: Callable[[TrainOutputs], float] = lambda outputs: 1.0,
+                     smallest: dict | None = None) -> tuple[TrainOutputs, list[float]]:
+    """Backpropagate the passes of one update: ``forward(None)``, the full depth, on the labels, then
+    ``forward(plan)``, this update's sub-network, towards the full depth, then (the sandwich rule) ``smallest``
+    towards the full depth unless it is None or ``plan`` itself. Returns the full-depth outputs and the
+    distillation loss of each sub-network pass. ``weigh`` gives the factor every loss is multiplied by before
+    backward (a data-parallel rank's share of the global batch, from the full-depth outputs)."""
     full = forward(None)
     weight = weigh(full)
     (full.loss * weight).backward()
     teacher = full.logits.detach()
-    student = forward(plan)
-    kd = distillation_loss(student.logits, teacher)
-    (kd * weight).backward()
-    return full, kd.item()
+    losses = []
+    for sub in (plan, smallest) if smallest is not None and smallest != plan else (plan,):
+        kd = distillation_loss(forward(sub).logits, teacher)
+        (kd * weight).backward()
+        losses.append(kd.item())
+    return full, losses

@@ -40,7 +40,7 @@ from layerdrop.parallelize import (
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
-from layerdrop.nn.stack import layers_run, model_drop_plan, stacks
+from layerdrop.nn.stack import layers_run, model_drop_plan, model_smallest_plan, stacks
 from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
 from layerdrop.run_lock import SaveDirLock
@@ -91,6 +91,9 @@ class TrainConfig:
     no_progress_bar: bool = option(False, "print plain log lines instead of a progress bar")
     layerdrop_distill: bool = option(False, "in-place self-distillation: each update trains the full depth on the labels and "
                                             "this update's LayerDrop sub-network towards the full depth's predictions")
+    layerdrop_sandwich: bool = option(False, "with --layerdrop-distill and --layerdrop-depths: each update also trains the "
+                                             "smallest served depth towards the full depth (slimmable networks' sandwich "
+                                             "rule), unless its draw already ran it")
     compile: bool = option(False, "torch.compile each layer (LayerDrop decisions stay outside the compiled graphs: "
                                   "a new plan never recompiles)")
     amp: str | None = option(None, "autocast the training forward pass: bf16 (weights and optimizer state stay float32)")
@@ -225,12 +228,19 @@ def _describe(metrics: dict[str, float]) -> str:
 
 
 def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None:
-    """--layerdrop-distill needs a sub-network to distil into and logits to compare."""
+    """--layerdrop-distill needs a sub-network to distil into and logits to compare; --layerdrop-sandwich needs
+    --layerdrop-distill and served depths."""
+    if run.layerdrop_sandwich and not run.layerdrop_distill:
+        raise UserError("--layerdrop-sandwich: needs --layerdrop-distill (the smallest depth learns from the full "
+                        "depth's predictions); got it without")
     if not run.layerdrop_distill:
         return
     if not any(stack.layerdrop.active for stack in stacks(model)):
         names = " or ".join(f"--{stack.name}-layerdrop" for stack in stacks(model))
         raise UserError(f"--layerdrop-distill: needs {names} above 0 (the rate of the sampled sub-network); got 0")
+    if run.layerdrop_sandwich and not any(stack.layerdrop.depths for stack in stacks(model)):
+        raise UserError("--layerdrop-sandwich: needs served depths (--layerdrop-depths) to know the smallest one; "
+                        "got none")
     if getattr(config, "adaptive_softmax_cutoff", None):
         raise UserError("--layerdrop-distill: does not work with --adaptive-softmax-cutoff (the adaptive softmax never forms "
                         "the full distribution to distil); valid: a full softmax")
@@ -243,7 +253,7 @@ def with_default_gamma(config: Any, max_update: int) -> Any:
     return config
 
 
-def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool) -> list[str]:
+def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, sandwich: bool = False) -> list[str]:
     """One line per stack with LayerDrop: its settings and the expected share of its computation skipped."""
     lines = []
     for stack in stacks(model):
@@ -259,6 +269,9 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool) -
             + (f", {drop.sampling} sampling" if drop.sampling != "per-layer" else "")
             + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
+            + (f", and the smallest served depth ({min(drop.depths)}) every update"
+               f"{' after the rate warmup' if drop.depths_round == 'down-after-warmup' else ''} (sandwich rule)"
+               if sandwich and drop.depths else "")
             + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
     return lines
 
@@ -387,7 +400,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     log(f"| model: {model_name}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {model_params}")
     check_distill(run, config, model)
-    for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill):
+    for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill, run.layerdrop_sandwich):
         log(line)
     log(f"| data: {data_summary}")
 
@@ -466,9 +479,10 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                         return task.train_outputs(model, batch, plan_)
 
                 if run.layerdrop_distill:
-                    out, distill_loss = distill_backward(forward, plan, weigh)
+                    smallest = model_smallest_plan(model, update) if run.layerdrop_sandwich else None
+                    out, distill_losses = distill_backward(forward, plan, weigh, smallest)
                 else:
-                    out, distill_loss = forward(plan), None
+                    out, distill_losses = forward(plan), []
                     (out.loss * weigh(out)).backward()
             except RuntimeError as error:
                 if not _out_of_memory(error):
@@ -500,8 +514,10 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
             ran, total = layers_run(plan, model), total_layers
             record = {"update": update, "loss": _finite_or_none(train_loss), "gnorm": _finite_or_none(round(grad_norm, 5)),
                       "lr": lr, "layers": ran, "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
-            if distill_loss is not None:
-                record["distill"] = _finite_or_none(distill_loss)
+            if distill_losses:
+                record["distill"] = _finite_or_none(distill_losses[0])
+            if len(distill_losses) > 1:  # the sandwich rule's pass at the smallest served depth
+                record["distill_smallest"] = _finite_or_none(distill_losses[1])
             if not finite:
                 record["skipped"] = "non-finite loss or gradient norm"
             if log_file is not None:

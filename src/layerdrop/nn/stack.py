@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from layerdrop.nn.attention import KVCache
-from layerdrop.nn.drop_plan import LayerDropConfig, StackPlan, draw_stack_plan, full_plan
+from layerdrop.nn.drop_plan import LayerDropConfig, StackPlan, draw_stack_plan, evenly_spaced, full_plan, served_depth
 from layerdrop.nn.learned_gates import constrained_rates
-from layerdrop.nn.structured import FULL, skipped_share
+from layerdrop.nn.structured import FULL, SKIPPED, skipped_share
 from layerdrop.nn.transformer_layer import TransformerLayer
 
 
@@ -95,6 +95,15 @@ class TransformerStack(nn.Module):
         return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads(),
                                self.layerdrop.sampling, *self.layerdrop.served_at(update))
 
+    def smallest_served_plan(self, update: int) -> StackPlan | None:
+        """The smallest depth served at ``update``, evenly spaced as pruning keeps it; None when no depths are
+        served then (``--layerdrop-sandwich`` trains this sub-network on every update)."""
+        depths, _ = self.layerdrop.served_at(update)
+        if not self.layerdrop.active or not depths:
+            return None
+        kept = set(evenly_spaced(len(self.layers), served_depth(0, len(self.layers), depths)))
+        return tuple(FULL if index in kept else SKIPPED for index in range(len(self.layers)))
+
     def expected_skipped(self, max_update: int) -> float:
         """Expected share of this stack's layer computation that LayerDrop skips over ``max_update`` updates
         (parameter shares of attention, cross-attention and FFN; attention's length-squared term left out)."""
@@ -154,6 +163,16 @@ def stacks(model: nn.Module) -> list[TransformerStack]:
 def model_drop_plan(model: nn.Module, seed: int, update: int) -> dict[str, StackPlan]:
     """The plan of every stack of ``model`` for ``update`` (pass it to the model's forward as ``plan=``)."""
     return {stack.name: stack.drop_plan(seed, update) for stack in stacks(model)}
+
+
+def model_smallest_plan(model: nn.Module, update: int) -> dict[str, StackPlan] | None:
+    """Every stack with served depths at ``update`` at its smallest one, the others at full depth; None when no
+    stack serves depths then."""
+    smallest = {stack.name: stack.smallest_served_plan(update) for stack in stacks(model)}
+    if all(plan is None for plan in smallest.values()):
+        return None
+    return {name: plan if plan is not None else full_plan(len(stack.layers))
+            for (name, plan), stack in zip(smallest.items(), stacks(model))}
 
 
 def layers_run(plan: dict[str, StackPlan] | None, model: nn.Module) -> int:
