@@ -6,13 +6,15 @@ choices (``lm_architecture.py``), depth pays (8 layers 1.590 against 4 from scra
 character at 2,500 updates) but LayerDrop 0.2 costs 0.13 nats at full depth. This trains the same models
 (Figure 2's flags, BART's choices, seed 1) for twice the budget, the cosine schedule stretched to it, the
 LayerDrop rate rising over the first sixth as in the translation recipe, and measures validation loss (nats
-per character) every 500 updates and, on checkpoint_last, at 8, 6, 4 and 2 layers (every other kept).
+per character) every 500 updates and, on checkpoint_last, at 8, 6, 4 and 2 layers (every other kept; 6 from
+round twelve on, and for earlier runs whose checkpoint was still there, ``--rescore``).
 
 Runs go one at a time with one thread each (they may share the cores with other experiments: losses, not
 speed, are measured); each resumes where it stopped and a published run is read back, not trained again.
 Results: docs/results/lm_budget.json.
 
     python reproduce/lm_budget.py [--only NAME,NAME] [--workers 1]   # 15 to 30 minutes per run on one thread
+    python reproduce/lm_budget.py --rescore NAME,NAME                # depths a published run lacks
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import sys
 
 from fig2_lm import PRESETS
 from lm_architecture import BART_LIKE
-from study import keep_list, RESULTS, RUNS, table_value, train_variants, write_json
+from study import keep_list, merge_json, RESULTS, RUNS, table_value, train_variants, write_json
 
 MAX_UPDATE = 5000
 VALIDATE_EVERY = 500
@@ -128,10 +130,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rescore", default=None, help="comma-separated published variants to score at the depths "
+                        "they lack, from their checkpoint_last (nothing is trained)")
     args = parser.parse_args()
     RUN_DIR.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(args.rescore.split(","))
+        return
     train_variants(args.only.split(",") if args.only else list(VARIANTS), VARIANTS, RESULT, run_one, add_run,
                    args.workers)
+
+
+def rescore(names: list[str]) -> None:
+    """Score published runs at depths added since they ran (6 layers, round twelve), where runs/ still has them."""
+    missing = [n for n in names if n not in VARIANTS or not (RUN_DIR / n / "checkpoint_last").exists()]
+    if missing:
+        raise SystemExit(f"--rescore: no variant or no {RUN_DIR}/NAME/checkpoint_last for {missing}")
+    for name in names:
+        record = run_one(name)
+        merge_json(RESULT, lambda data: data["runs"][name].update(valid_loss_by_depth=record["valid_loss_by_depth"]))
+        print(f"{name}: {record['valid_loss_by_depth']}", flush=True)
 
 
 def add_run(results: dict, name: str, record: dict) -> None:

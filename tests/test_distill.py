@@ -13,6 +13,7 @@ from layerdrop.nn.drop_plan import kept_layers
 from layerdrop.nn.stack import model_drop_plan, model_smallest_plan
 from layerdrop.nn.schedules import expected_skipped, layer_rates
 from layerdrop.tasks.language_modeling import LanguageModelingTask
+from layerdrop.errors import UserError
 from layerdrop.train import TrainConfig, train
 
 from conftest import TINY_TRAIN, run_cli, tiny_model
@@ -90,8 +91,11 @@ def test_the_smallest_served_plan_keeps_what_pruning_keeps():
     model = tiny_model(**SERVED, vocab_size=66)
     assert kept_layers(model_smallest_plan(model, 0)["decoder"]) == [0, 4]  # every other, twice: 2 of 8
     assert model_smallest_plan(tiny_model(**MODEL, vocab_size=66), 0) is None  # no served depths
-    late = tiny_model(**SERVED, layerdrop_depths_round="down-after-warmup", layerdrop_warmup_updates=10, vocab_size=66)
-    assert model_smallest_plan(late, 9) is None and kept_layers(model_smallest_plan(late, 10)["decoder"]) == [0, 4]
+    pruned = tiny_model(**{**SERVED, "decoder_layers": 2, "decoder_kept_layers": [0, 4]}, vocab_size=66)
+    assert model_smallest_plan(pruned, 0) is None  # nothing below its own 2 layers
+    for rounding in ("down", "down-after-warmup"):  # no sandwich pass while the rate warms up, whatever the rounding
+        late = tiny_model(**SERVED, layerdrop_depths_round=rounding, layerdrop_warmup_updates=10, vocab_size=66)
+        assert model_smallest_plan(late, 9) is None and kept_layers(model_smallest_plan(late, 10)["decoder"]) == [0, 4]
 
 
 def test_the_sandwich_rule_adds_one_pass_unless_the_draw_ran_the_smallest_depth():
@@ -114,16 +118,55 @@ def test_the_sandwich_rule_adds_one_pass_unless_the_draw_ran_the_smallest_depth(
     assert passes == [None, [0, 4]] and len(losses) == 1  # the draw already trained the smallest depth
 
 
+def test_the_sandwich_pass_adds_its_weighted_distillation_gradient():
+    model = tiny_model(**SERVED, vocab_size=66).train()
+    tokens = torch.randint(0, 66, (2, 16))
+
+    def forward(plan):
+        logits = model(tokens, plan=plan)[0]
+        return TrainOutputs(loss=logits.logsumexp(-1).mean(), tokens=tokens.numel(), logits=logits.flatten(0, 1),
+                            count=tokens.numel())
+
+    def grads():
+        found = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return found
+
+    smallest = model_smallest_plan(model, 0)
+    four = {"decoder": tuple(FULL if i in (0, 2, 4, 6) else SKIPPED for i in range(8))}
+    half = lambda outputs: 0.5  # a data-parallel rank's share of the batch
+    distill_backward(forward, four, half, smallest=smallest)
+    with_sandwich = grads()
+    distill_backward(forward, four, half)
+    without = grads()
+    teacher = forward(None).logits.detach()
+    (0.5 * distillation_loss(forward(smallest).logits, teacher)).backward()
+    alone = grads()
+    for name in ("decoder.layers.0.fc1.weight", "decoder.layers.4.fc1.weight"):  # in the 2-layer network
+        assert torch.allclose(with_sandwich[name] - without[name], alone[name], atol=1e-6)
+        assert alone[name].abs().sum() > 0
+    assert "decoder.layers.2.fc1.weight" not in alone  # not in it: the sandwich pass leaves it alone
+    assert torch.allclose(with_sandwich["decoder.layers.2.fc1.weight"], without["decoder.layers.2.fc1.weight"], atol=1e-6)
+
+
 def test_training_with_the_sandwich_rule_logs_the_smallest_pass(corpus_dir, tmp_path, capsys):
     run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "s"), max_update=8, batch_size=4, warmup_updates=2,
                       validate_interval_updates=4, max_valid_steps=2, no_progress_bar=True, layerdrop_distill=True,
                       layerdrop_sandwich=True)
     train(run, SERVED)
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
-    # Every update trains 2 layers: in the draw (logged layers 2) or in the extra pass (distill_smallest logged).
-    assert all((r["layers"] == 2) != ("distill_smallest" in r) for r in log)
-    assert any("distill_smallest" in r for r in log) and all(r.get("distill_smallest", 0) >= 0 for r in log)
+    # Every update trains 2 layers, in the draw (logged layers 2, the same loss twice) or in the extra pass.
+    assert all(r["distill_smallest"] >= 0 for r in log)
+    assert all((r["layers"] == 2) == (r["distill_smallest"] == r["distill"]) for r in log)
+    assert any(r["layers"] != 2 for r in log)
     assert "smallest served depth (2) every update (sandwich rule)" in capsys.readouterr().out
+
+
+def test_the_sandwich_rule_refuses_a_stack_with_nothing_smaller_to_serve(corpus_dir, tmp_path):
+    run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "n"), max_update=2, batch_size=4,
+                      no_progress_bar=True, layerdrop_distill=True, layerdrop_sandwich=True)
+    with pytest.raises(UserError, match="no stack with LayerDrop serves a depth below its own layer count"):
+        train(run, {**SERVED, "decoder_layers": 2, "decoder_kept_layers": [0, 4]})  # pruned to 2 of 8: keeps 4,2
 
 
 def test_rate_warmup_rises_linearly_then_holds():

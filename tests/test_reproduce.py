@@ -128,6 +128,26 @@ def test_lm_budget_targets_on_three_seeds_hold_only_on_every_seed():
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)",
                         "not established (one seed of the model compared against)"]
 
+def test_lm_budget_counts_two_of_three_pruned_depths():
+    """With 6, 4 and 2 layers from scratch, one more row judges the issue's "2 of 3 pruned depths"."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import lm_budget_lines, lm_targets, two_of_three
+
+    runs = {}
+    for seed in (1, 2, 3):
+        runs[f"s{seed}_p0.0_bartlike"] = {"seed": seed, "valid_loss_by_depth": {"8": 1.47}}
+        runs[f"s{seed}_p0.5_warmup800_distill_served642late_bartlike"] = {
+            "seed": seed, "valid_loss_by_depth": {"8": 1.46, "6": 1.48, "4": 1.50 + 0.01 * (seed == 2), "2": 1.63}}
+        for depth, loss in ((6, 1.49), (4, 1.505), (2, 1.57)):
+            runs[f"s{seed}_scratch{depth}_bartlike"] = {"seed": seed, "valid_loss_by_depth": {str(depth): loss}}
+    rows = lm_targets(lm_budget_lines({"runs": runs}), "test")
+    assert [verdict for _, _, verdict in rows] == [
+        "holds", "holds", "not established (holds on the means, not on every seed)", "does not hold", "not established"]
+    assert rows[-1][0].startswith("LM: pruned LayerDrop at least as good as from scratch at 2 of 3 pruned depths")
+    assert two_of_three(["holds", "holds", "does not hold"]) == "holds"
+    assert two_of_three(["holds", "does not hold", "does not hold"]) == "does not hold"
+
+
 def test_glue_budget_needs_pretraining_three_points_above_random_init():
     """The classification precondition: the best pretrained encoder against random init, per task, on mean dev
     accuracy; fewer than three fine-tuning seeds never establish it."""

@@ -40,6 +40,7 @@ from layerdrop.parallelize import (
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
+from layerdrop.nn.drop_plan import served_depth
 from layerdrop.nn.stack import layers_run, model_drop_plan, model_smallest_plan, stacks
 from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
@@ -93,7 +94,7 @@ class TrainConfig:
                                             "this update's LayerDrop sub-network towards the full depth's predictions")
     layerdrop_sandwich: bool = option(False, "with --layerdrop-distill and --layerdrop-depths: each update also trains the "
                                              "smallest served depth towards the full depth (slimmable networks' sandwich "
-                                             "rule), unless its draw already ran it")
+                                             "rule), unless its draw already ran it; from the end of the rate warmup")
     compile: bool = option(False, "torch.compile each layer (LayerDrop decisions stay outside the compiled graphs: "
                                   "a new plan never recompiles)")
     amp: str | None = option(None, "autocast the training forward pass: bf16 (weights and optimizer state stay float32)")
@@ -241,9 +242,18 @@ def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None
     if run.layerdrop_sandwich and not any(stack.layerdrop.depths for stack in stacks(model)):
         raise UserError("--layerdrop-sandwich: needs served depths (--layerdrop-depths) to know the smallest one; "
                         "got none")
+    if run.layerdrop_sandwich and not any(stack.layerdrop.active and smallest_served(stack) < len(stack.layers)
+                                          for stack in stacks(model)):
+        raise UserError("--layerdrop-sandwich: no stack with LayerDrop serves a depth below its own layer count "
+                        "(a pruned model keeps its parent's depths); valid: --layerdrop-depths below the layer count")
     if getattr(config, "adaptive_softmax_cutoff", None):
         raise UserError("--layerdrop-distill: does not work with --adaptive-softmax-cutoff (the adaptive softmax never forms "
                         "the full distribution to distil); valid: a full softmax")
+
+
+def smallest_served(stack: Any) -> int:
+    """The smallest depth ``stack`` serves (its layer count when none below it is)."""
+    return served_depth(0, len(stack.layers), stack.layerdrop.depths)
 
 
 def with_default_gamma(config: Any, max_update: int) -> Any:
@@ -269,9 +279,9 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (f", {drop.sampling} sampling" if drop.sampling != "per-layer" else "")
             + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
-            + (f", and the smallest served depth ({min(drop.depths)}) every update"
-               f"{' after the rate warmup' if drop.depths_round == 'down-after-warmup' else ''} (sandwich rule)"
-               if sandwich and drop.depths else "")
+            + (f", and the smallest served depth ({smallest_served(stack)}) every update"
+               f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
+               if sandwich and smallest_served(stack) < len(stack.layers) else "")
             + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
     return lines
 
@@ -466,6 +476,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         while update < run.max_update:
             started = time.perf_counter()
             plan = model_drop_plan(model, run.seed, update)  # the same on every rank and on every rerun
+            smallest = model_smallest_plan(model, update) if run.layerdrop_sandwich else None
             # Dropout masks differ between ranks (rank 0 draws what one process would).
             torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM, *([world.rank] if world.rank else [])))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
@@ -479,7 +490,6 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                         return task.train_outputs(model, batch, plan_)
 
                 if run.layerdrop_distill:
-                    smallest = model_smallest_plan(model, update) if run.layerdrop_sandwich else None
                     out, distill_losses = distill_backward(forward, plan, weigh, smallest)
                 else:
                     out, distill_losses = forward(plan), []
@@ -516,8 +526,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                       "lr": lr, "layers": ran, "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
             if distill_losses:
                 record["distill"] = _finite_or_none(distill_losses[0])
-            if len(distill_losses) > 1:  # the sandwich rule's pass at the smallest served depth
-                record["distill_smallest"] = _finite_or_none(distill_losses[1])
+            if run.layerdrop_distill and smallest is not None:  # the sandwich rule: its own pass, or the draw's
+                record["distill_smallest"] = _finite_or_none(distill_losses[-1])
             if not finite:
                 record["skipped"] = "non-finite loss or gradient norm"
             if log_file is not None:

@@ -96,10 +96,13 @@ class TransformerStack(nn.Module):
                                self.layerdrop.sampling, *self.layerdrop.served_at(update))
 
     def smallest_served_plan(self, update: int) -> StackPlan | None:
-        """The smallest depth served at ``update``, evenly spaced as pruning keeps it; None when no depths are
-        served then (``--layerdrop-sandwich`` trains this sub-network on every update)."""
+        """The smallest depth served at ``update``, evenly spaced as pruning keeps it (``--layerdrop-sandwich``
+        trains this sub-network on every update); None during the rate warmup (cuts stay rare and shallow then,
+        whatever the rounding) and when no depth below the stack's is served."""
         depths, _ = self.layerdrop.served_at(update)
-        if not self.layerdrop.active or not depths:
+        if not self.layerdrop.active or not depths or update < self.layerdrop.warmup:
+            return None
+        if served_depth(0, len(self.layers), depths) == len(self.layers):
             return None
         kept = set(evenly_spaced(len(self.layers), served_depth(0, len(self.layers), depths)))
         return tuple(FULL if index in kept else SKIPPED for index in range(len(self.layers)))
@@ -171,8 +174,7 @@ def model_smallest_plan(model: nn.Module, update: int) -> dict[str, StackPlan] |
     smallest = {stack.name: stack.smallest_served_plan(update) for stack in stacks(model)}
     if all(plan is None for plan in smallest.values()):
         return None
-    return {name: plan if plan is not None else full_plan(len(stack.layers))
-            for (name, plan), stack in zip(smallest.items(), stacks(model))}
+    return {stack.name: smallest[stack.name] or full_plan(len(stack.layers)) for stack in stacks(model)}
 
 
 def layers_run(plan: dict[str, StackPlan] | None, model: nn.Module) -> int:
