@@ -9,6 +9,11 @@ drift of the machine cancels out. Writes benchmarks/results/distill_cost_<task>.
 
     python benchmarks/distill_cost.py                       # the demo LM on the embedded corpus (about 2 minutes)
     python benchmarks/distill_cost.py --task translation --data ../shared/data/multi30k-de-en   # the study's model
+    python benchmarks/distill_cost.py --depths 6,4,2   # served depths: adds the sandwich rule (a fourth run)
+
+With ``--depths`` every LayerDrop run draws evenly spaced sub-networks rounded down to those depths (the LM
+study's served-depth models), and a fourth run adds ``--layerdrop-sandwich``, whose cost is quoted against the
+distilled run; results go to distill_cost_<task>_depths<DEPTHS>.json.
 """
 
 from __future__ import annotations
@@ -49,10 +54,13 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="corpus (default: the embedded Tiny Shakespeare; translation needs one)")
     parser.add_argument("--p", type=float, default=0.5)
     parser.add_argument("--updates", type=int, default=40)
-    parser.add_argument("--pairs", type=int, default=3, help="rounds of the three runs")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds of the runs")
+    parser.add_argument("--depths", default=None, help="served depths (e.g. 6,4,2): evenly-spaced draws rounded to them, "
+                        "and a fourth run with --layerdrop-sandwich")
     args = parser.parse_args()
     side = "decoder"
-    flags = [*SHAPES[args.task], f"--{side}-layerdrop", str(args.p), *(["--data", args.data] if args.data else [])]
+    flags = [*SHAPES[args.task], f"--{side}-layerdrop", str(args.p), *(["--data", args.data] if args.data else []),
+             *(["--layerdrop-sampling", "evenly-spaced", "--layerdrop-depths", args.depths] if args.depths else [])]
     pairs = []
     for index in range(args.pairs):
         baseline = update_ms([*flags, f"--{side}-layerdrop", "0"], args.updates)
@@ -62,17 +70,29 @@ def main() -> None:
                       "ratio": round(distilled / plain, 3), "ratio_to_baseline": round(distilled / baseline, 3)})
         print(f"round {index + 1}: baseline {baseline:.1f} ms, LayerDrop {plain:.1f} ms, distilled {distilled:.1f} ms per update "
               f"({distilled / plain:.2f}x LayerDrop, {distilled / baseline:.2f}x baseline)", flush=True)
+        if args.depths:
+            sandwich = update_ms([*flags, "--layerdrop-distill", "--layerdrop-sandwich"], args.updates)
+            pairs[-1].update(sandwich_ms=round(sandwich, 1), sandwich_ratio_to_distill=round(sandwich / distilled, 3),
+                             sandwich_ratio_to_baseline=round(sandwich / baseline, 3))
+            print(f"  sandwich {sandwich:.1f} ms ({sandwich / distilled:.2f}x distilled, {sandwich / baseline:.2f}x "
+                  "baseline)", flush=True)
     result = {"task": args.task, "p": args.p, "updates_per_run": args.updates, "flags": flags, "pairs": pairs,
               "median_ratio": statistics.median(p["ratio"] for p in pairs),
               "median_ratio_to_baseline": statistics.median(p["ratio_to_baseline"] for p in pairs), "cpus": os.cpu_count(),
               "torch_threads": os.environ.get("OMP_NUM_THREADS", "default")}
-    out = HERE / "results" / f"distill_cost_{args.task}.json"
+    if args.depths:
+        for key in ("sandwich_ratio_to_distill", "sandwich_ratio_to_baseline"):
+            result[f"median_{key}"] = statistics.median(p[key] for p in pairs)
+    suffix = f"_depths{args.depths.replace(',', '')}" if args.depths else ""
+    out = HERE / "results" / f"distill_cost_{args.task}{suffix}.json"
     out.parent.mkdir(exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, out)
     print(f"median: a distilled update = {result['median_ratio']:.2f}x a plain LayerDrop update and "
-          f"{result['median_ratio_to_baseline']:.2f}x a baseline update; wrote {out}")
+          f"{result['median_ratio_to_baseline']:.2f}x a baseline update"
+          + (f"; a sandwich update = {result['median_sandwich_ratio_to_distill']:.2f}x a distilled one" if args.depths else "")
+          + f"; wrote {out}")
 
 
 if __name__ == "__main__":
