@@ -160,7 +160,7 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds ("
             + seeds_per_model(study["per_seed"]) + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 16.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 17.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
 
@@ -218,7 +218,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
             "character, whole split, lower is better), checkpoint_last, pruned every other way. Mean ± standard "
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
-            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14, 15 and 16.", ""] + \
+            "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14, 15, 16 and 17.", ""] + \
         lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
 
 
