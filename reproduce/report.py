@@ -133,6 +133,7 @@ SERVED_LATE = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths
 SERVED_642 = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 after the rate warmup"
 SANDWICH = SERVED_642 + ", sandwich rule"  # SERVED_642 with --layerdrop-sandwich
 SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
+SANDWICH_MT = SERVED_MT + ", sandwich rule"  # SERVED_MT with --layerdrop-sandwich
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
 # reproduce/translation_budget.py's models, under the study's labels; the small models trained from scratch at
 # each depth with the longer lr warmup share one label (one line of the table, a depth each).
@@ -140,6 +141,7 @@ BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup350_bartlike": "La
                  "p0.5_warmup350_distill_bartlike": DISTILLED, "p0.5_warmup350_distill_evenly_bartlike": EVENLY,
                  "p0.5_warmup350_evenly_bartlike": EVENLY_PLAIN,
                  "p0.5_warmup350_distill_shifted_bartlike": SHIFTED, "p0.5_warmup350_distill_served_bartlike": SERVED_MT,
+                 "p0.5_warmup350_distill_served_sandwich_bartlike": SANDWICH_MT,
                  "scratch3_bartlike": "trained from scratch at that depth",
                  **{f"scratch{depth}_lrwarmup350_bartlike": TUNED_SCRATCH for depth in (3, 2, 1)}}
 BUDGET_LABEL = "2,100 updates, BART-like"
@@ -461,7 +463,7 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
                      f"{gentle}: {at_full:.{digits}f}; baseline: {base_full:.{digits}f}", "holds" if no_worse else "does not hold"))
     if "translation_budget" in results:
         budget = budget_lines(results["translation_budget"])
-        for label in ("LayerDrop recipe", DISTILLED, EVENLY, EVENLY_PLAIN, SERVED_MT):
+        for label in ("LayerDrop recipe", DISTILLED, EVENLY, EVENLY_PLAIN, SERVED_MT, SANDWICH_MT):
             if label in budget["lines"]:
                 rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
     if "lm_budget" in results:

@@ -94,6 +94,11 @@ VARIANTS["s1_p0.5_warmup350_distill_shifted_bartlike"] = (
 for _seed in HEADLINE_SEEDS:
     VARIANTS[f"s{_seed}_p0.5_warmup350_distill_served_bartlike"] = (
         _seed, 6, [*HEADLINE["p0.5_warmup350_distill_evenly_bartlike"][1], "--layerdrop-depths", "3,2,1"])
+# Round twelve: the sandwich rule on top (--layerdrop-sandwich: the 1-layer decoder trained towards the full one on
+# every update after the rate warmup), as it closed the LM's 2-layer gap on seed 1 (study section 17.2).
+for _seed in HEADLINE_SEEDS:
+    VARIANTS[f"s{_seed}_p0.5_warmup350_distill_served_sandwich_bartlike"] = (
+        _seed, 6, [*VARIANTS[f"s{_seed}_p0.5_warmup350_distill_served_bartlike"][2], "--layerdrop-sandwich"])
 # Round seven: the decoder trained from scratch at 2 and 1 layers (the longer lr warmup, seed 1), so that every
 # depth the pruned decoders are scored at has a model trained for it.
 for _layers in (2, 1):
