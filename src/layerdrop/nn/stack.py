@@ -102,9 +102,10 @@ class TransformerStack(nn.Module):
         depths, _ = self.layerdrop.served_at(update)
         if not self.layerdrop.active or not depths or update < self.layerdrop.warmup:
             return None
-        if served_depth(0, len(self.layers), depths) == len(self.layers):
+        depth = served_depth(0, len(self.layers), depths)
+        if depth == len(self.layers):
             return None
-        kept = set(evenly_spaced(len(self.layers), served_depth(0, len(self.layers), depths)))
+        kept = set(evenly_spaced(len(self.layers), depth))
         return tuple(FULL if index in kept else SKIPPED for index in range(len(self.layers)))
 
     def expected_skipped(self, max_update: int) -> float:
