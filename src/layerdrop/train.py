@@ -40,7 +40,6 @@ from layerdrop.parallelize import (
 from layerdrop.data.tokenizers import TOKENIZER_KINDS
 from layerdrop.errors import Diverged, UserError
 from layerdrop.models import num_params
-from layerdrop.nn.drop_plan import served_depth
 from layerdrop.nn.stack import layers_run, model_drop_plan, model_smallest_plan, stacks
 from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
@@ -242,18 +241,13 @@ def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None
     if run.layerdrop_sandwich and not any(stack.layerdrop.depths for stack in stacks(model)):
         raise UserError("--layerdrop-sandwich: needs served depths (--layerdrop-depths) to know the smallest one; "
                         "got none")
-    if run.layerdrop_sandwich and not any(stack.layerdrop.active and smallest_served(stack) < len(stack.layers)
+    if run.layerdrop_sandwich and not any(stack.layerdrop.active and stack.smallest_served_depth() < len(stack.layers)
                                           for stack in stacks(model)):
         raise UserError("--layerdrop-sandwich: no stack with LayerDrop serves a depth below its own layer count "
                         "(a pruned model keeps its parent's depths); valid: --layerdrop-depths below the layer count")
     if getattr(config, "adaptive_softmax_cutoff", None):
         raise UserError("--layerdrop-distill: does not work with --adaptive-softmax-cutoff (the adaptive softmax never forms "
                         "the full distribution to distil); valid: a full softmax")
-
-
-def smallest_served(stack: Any) -> int:
-    """The smallest depth ``stack`` serves (its layer count when none below it is)."""
-    return served_depth(0, len(stack.layers), stack.layerdrop.depths)
 
 
 def with_default_gamma(config: Any, max_update: int) -> Any:
@@ -279,9 +273,9 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (f", {drop.sampling} sampling" if drop.sampling != "per-layer" else "")
             + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
-            + (f", and the smallest served depth ({smallest_served(stack)}) every update"
+            + (f", and the smallest served depth ({stack.smallest_served_depth()}) every update"
                f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
-               if sandwich and smallest_served(stack) < len(stack.layers) else "")
+               if sandwich and stack.smallest_served_depth() < len(stack.layers) else "")
             + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
     return lines
 
@@ -526,7 +520,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                       "lr": lr, "layers": ran, "ms": round(elapsed * 1000, 3), "time": round(time.time(), 3)}
             if distill_losses:
                 record["distill"] = _finite_or_none(distill_losses[0])
-            if run.layerdrop_distill and smallest is not None:  # the sandwich rule: its own pass, or the draw's
+            if smallest is not None:  # the sandwich rule: its own pass, or the draw's
                 record["distill_smallest"] = _finite_or_none(distill_losses[-1])
             if not finite:
                 record["skipped"] = "non-finite loss or gradient norm"

@@ -95,15 +95,16 @@ class TransformerStack(nn.Module):
         return draw_stack_plan(seed, update, self.name, rates, self.layerdrop.unit, self.layer_heads(),
                                self.layerdrop.sampling, *self.layerdrop.served_at(update))
 
+    def smallest_served_depth(self) -> int:
+        """The smallest depth this stack serves (its own layer count when none below it is)."""
+        return served_depth(0, len(self.layers), self.layerdrop.depths) if self.layerdrop.depths else len(self.layers)
+
     def smallest_served_plan(self, update: int) -> StackPlan | None:
-        """The smallest depth served at ``update``, evenly spaced as pruning keeps it (``--layerdrop-sandwich``
-        trains this sub-network on every update); None during the rate warmup (cuts stay rare and shallow then,
-        whatever the rounding) and when no depth below the stack's is served."""
-        depths, _ = self.layerdrop.served_at(update)
-        if not self.layerdrop.active or not depths or update < self.layerdrop.warmup:
-            return None
-        depth = served_depth(0, len(self.layers), depths)
-        if depth == len(self.layers):
+        """The smallest served depth, evenly spaced as pruning keeps it (``--layerdrop-sandwich`` trains this
+        sub-network on every update); None during the rate warmup (cuts stay rare and shallow then, whatever the
+        rounding), and without LayerDrop or a served depth below the stack's own."""
+        depth = self.smallest_served_depth()
+        if not self.layerdrop.active or update < self.layerdrop.warmup or depth == len(self.layers):
             return None
         kept = set(evenly_spaced(len(self.layers), depth))
         return tuple(FULL if index in kept else SKIPPED for index in range(len(self.layers)))
