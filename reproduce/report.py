@@ -132,6 +132,8 @@ SERVED_UP = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4
 SERVED_LATE = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2 after the rate warmup"
 SERVED_642 = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 after the rate warmup"
 SANDWICH = SERVED_642 + ", sandwich rule"  # SERVED_642 with --layerdrop-sandwich
+SANDWICH_UP = ("LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 rounded up, "
+               "sandwich rule")  # SANDWICH with the counts rounded up
 SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
 SANDWICH_MT = SERVED_MT + ", sandwich rule"  # SERVED_MT with --layerdrop-sandwich
 TUNED_SCRATCH = "trained from scratch at that depth, lr warmup 350"
@@ -184,6 +186,7 @@ LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": 
                     "p0.5_warmup800_distill_servedlate_bartlike": SERVED_LATE,
                     "p0.5_warmup800_distill_served642late_bartlike": SERVED_642,
                     "p0.5_warmup800_distill_served642late_sandwich_bartlike": SANDWICH,
+                    "p0.5_warmup800_distill_served642up_sandwich_bartlike": SANDWICH_UP,
                     **{f"scratch{depth}_bartlike": "trained from scratch at that depth" for depth in (6, 4, 2)}}
 
 

@@ -276,8 +276,18 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (f", and the smallest served depth ({stack.smallest_served_depth()}) every update"
                f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
                if sandwich and stack.smallest_served_depth() < len(stack.layers) else "")
-            + f"; expected share of {stack.name} layer compute skipped over the run: {stack.expected_skipped(max_update):.1%}")
+            + skipped_phrase(stack.name, stack.expected_skipped(max_update), distill, sandwich))
     return lines
+
+
+def skipped_phrase(name: str, skipped: float, distill: bool, sandwich: bool) -> str:
+    """The expected skipped share, said of the pass it applies to: with distillation the sampled pass is a second
+    pass beside the full-depth one, so an update costs more layers than a baseline update, not fewer."""
+    if not distill:
+        return f"; expected share of {name} layer compute skipped over the run: {skipped:.1%}"
+    return (f"; expected share of {name} layer compute skipped in the sub-network pass over the run: {skipped:.1%}, "
+            f"so an update runs about {2 - skipped:.2f} times a baseline update's {name} layers"
+            + (" before the sandwich pass" if sandwich else ""))
 
 
 def _finite_or_none(value: float | None) -> float | None:
