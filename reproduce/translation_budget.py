@@ -18,7 +18,8 @@ stopped and a scored run is read back, not rerun. Results: docs/results/translat
 
 Seeds 1 to 3 of the baseline, the recipe, the distilled model and the 3-layer decoder (BART-like; with the
 baseline's lr warmup and with a longer one) make the headline comparison a three-seed one: ``headline`` in the
-JSON holds mean and standard deviation per model and depth. Decoders of 2 and 1 layers from scratch (seed 1)
+JSON holds mean and standard deviation per model and depth over the seeds each model ran (a fourth seed for
+the models behind the translation targets; reproduce/report.py compares two models on the seeds both ran). Decoders of 2 and 1 layers from scratch (seed 1)
 give every scored depth a model trained for it.
 
     python reproduce/translation_budget.py [--only NAME,NAME] [--workers 2] [--threads 1]   # 35 to 120 minutes per run

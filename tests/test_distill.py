@@ -15,7 +15,7 @@ from layerdrop.nn.stack import model_drop_plan, model_smallest_plan
 from layerdrop.nn.schedules import expected_skipped, layer_rates
 from layerdrop.tasks.language_modeling import LanguageModelingTask
 from layerdrop.errors import UserError
-from layerdrop.train import TrainConfig, train
+from layerdrop.train import TrainConfig, skipped_phrase, train
 
 from conftest import TINY_TRAIN, run_cli, tiny_model
 
@@ -163,8 +163,20 @@ def test_training_with_the_sandwich_rule_logs_the_smallest_pass(corpus_dir, tmp_
     out = capsys.readouterr().out
     assert "smallest served depth (2) every update (sandwich rule)" in out
     # The skipped share is said of the sub-network pass; the update as a whole runs more than a baseline one.
-    assert re.search(r"skipped in the sub-network pass over the run: (\d+\.\d)%, so an update runs about (\d\.\d\d) "
-                     r"times a baseline update's decoder layers before the sandwich pass", out)
+    found = re.search(r"skipped in the sub-network pass over the run: (\d+\.\d)%, so an update runs about (\d\.\d\d) "
+                      r"times a baseline update's decoder layers, not counting the sandwich pass", out)
+    assert found and 1 < float(found[2]) <= 2
+    assert float(found[2]) == pytest.approx(2 - float(found[1]) / 100, abs=0.006)
+
+
+def test_the_skipped_share_is_said_of_the_pass_it_applies_to():
+    assert skipped_phrase("decoder", 0.5, distill=False, sandwich=False) == (
+        "; expected share of decoder layer compute skipped over the run: 50.0%")
+    assert skipped_phrase("decoder", 0.398, distill=True, sandwich=False) == (
+        "; expected share of decoder layer compute skipped in the sub-network pass over the run: 39.8%, so an update "
+        "runs about 1.60 times a baseline update's decoder layers")
+    assert skipped_phrase("encoder", 0.25, distill=True, sandwich=True).endswith(
+        "about 1.75 times a baseline update's encoder layers, not counting the sandwich pass")
 
 
 def test_the_sandwich_rule_refuses_a_stack_with_nothing_smaller_to_serve(corpus_dir, tmp_path):

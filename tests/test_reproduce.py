@@ -59,13 +59,31 @@ def test_translation_budget_claims_read_every_seed():
     # full depth: 38.8 vs 39.0 holds on every seed; 3 layers vs scratch: 33.7 vs 30.0 on the means, but seed 2
     # has 30.0 against 31.0; against the baseline pruned: +23.7 on every seed.
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)", "holds"]
-    del data["runs"]["s1_scratch3_bartlike"], data["runs"]["s3_scratch3_bartlike"]  # the comparison on one seed
-    assert translation_targets(budget_lines(data))[1][2] == "not established (one seed of the model compared against)"
+    del data["runs"]["s1_scratch3_bartlike"], data["runs"]["s2_scratch3_bartlike"]  # the comparison on one seed
+    assert translation_targets(budget_lines(data))[1][1:] == (
+        "35.0 vs 29.0", "not established (one seed of the model compared against)")
     # A second LayerDrop candidate is judged on its own seeds: fewer than three never establish a target.
     data["runs"].update([run(2, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (one seed)"] * 3
     data["runs"].update([run(1, "p0.5_warmup350_distill_bartlike", {"6": 39.0, "3": 37.0})])
     assert [v for _, _, v in translation_targets(budget_lines(data), DISTILLED)] == ["not established (two seeds)"] * 3
+
+
+def test_translation_targets_compare_means_over_the_seeds_both_models_ran():
+    """A baseline with a seed more than the LayerDrop model is compared on the seeds both ran, not on its own mean."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import budget_lines, translation_targets
+
+    def runs(model, bleu):
+        return {f"s{seed}_{model}": {"seed": seed, "test_bleu": b, "valid": {"2100": 1.7}} for seed, b in enumerate(bleu, 1)}
+
+    data = {"runs": {**runs("p0.0_bartlike", [{"6": 39.0, "3": 9.0}] * 3 + [{"6": 37.0, "3": 9.0}]),
+                     **runs("p0.2_warmup350_bartlike", [{"6": 38.4, "3": 36.0}] * 3),
+                     **runs("scratch3_bartlike", [{"3": 30.0}] * 3)}}
+    study = budget_lines(data)
+    assert study["lines"]["baseline p=0"]["6"] == 38.5  # the table's mean keeps all four seeds
+    # On seeds 1 to 3, 38.4 is 0.6 behind 39.0: outside the 0.5 (against the four-seed mean, 38.5, it would hold).
+    assert translation_targets(study)[0][1:] == ("38.4 vs 39.0", "does not hold")
 
 
 def test_translation_budget_judges_the_pruned_model_against_each_small_model():
@@ -104,6 +122,9 @@ def test_lm_budget_targets_need_more_than_one_seed():
     assert [(measured, verdict) for _, measured, verdict in rows] == [
         ("1.480 vs 1.470 (+0.7 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold"),
         ("1.840 vs 1.900", "not established (one seed)")]
+    # A second seed of the baseline alone does not move the comparison, which pairs seed 1 with seed 1.
+    data["runs"]["s2_p0.0_bartlike"] = run(2, {"8": 1.40})
+    assert lm_targets(lm_budget_lines(data), "test")[0][1] == "1.480 vs 1.470 (+0.7 %)"
 
 
 def test_lm_budget_targets_on_three_seeds_hold_only_on_every_seed():

@@ -287,7 +287,7 @@ def skipped_phrase(name: str, skipped: float, distill: bool, sandwich: bool) -> 
         return f"; expected share of {name} layer compute skipped over the run: {skipped:.1%}"
     return (f"; expected share of {name} layer compute skipped in the sub-network pass over the run: {skipped:.1%}, "
             f"so an update runs about {2 - skipped:.2f} times a baseline update's {name} layers"
-            + (" before the sandwich pass" if sandwich else ""))
+            + (", not counting the sandwich pass" if sandwich else ""))
 
 
 def _finite_or_none(value: float | None) -> float | None:
