@@ -265,6 +265,7 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
         if not drop.active:
             continue
         final = ", ".join(f"{r:.2f}" for r in drop.rates(len(stack.layers), max_update))
+        cut_by_sandwich = sandwich and stack.smallest_served_depth() < len(stack.layers)
         lines.append(
             f"| LayerDrop {stack.name}: p={drop.p}{' (mean of learned per-layer rates)' if drop.learned_gates else ''}, "
             f"unit {drop.unit}, {drop.schedule} schedule"
@@ -275,8 +276,8 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
             + (f", and the smallest served depth ({stack.smallest_served_depth()}) every update"
                f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
-               if sandwich and stack.smallest_served_depth() < len(stack.layers) else "")
-            + skipped_phrase(stack.name, stack.expected_skipped(max_update), distill, sandwich))
+               if cut_by_sandwich else "")
+            + skipped_phrase(stack.name, stack.expected_skipped(max_update), distill, cut_by_sandwich))
     return lines
 
 
