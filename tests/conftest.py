@@ -23,6 +23,16 @@ def tiny_model(seed: int = 0, **changes) -> TransformerLM:
     return TransformerLM(tiny_config(**changes))
 
 
+def char_tokenizer(size: int):
+    """A character tokenizer of exactly ``size`` tokens (a checkpoint's tokenizer must match its vocab_size)."""
+    from layerdrop.data.tokenizers import build_tokenizer
+
+    specials = len(build_tokenizer("char", "a")) - 1
+    tokenizer = build_tokenizer("char", "".join(chr(0x100 + i) for i in range(size - specials)))
+    assert len(tokenizer) == size
+    return tokenizer
+
+
 def write_corpus(directory: Path) -> Path:
     """A small corpus directory in the three-file layout, cut from the embedded Tiny Shakespeare."""
     text = embedded_text()

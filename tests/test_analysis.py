@@ -120,6 +120,24 @@ def test_analyses_take_unit_flags(trained, tmp_path):
     assert json.loads((tmp_path / "h.json").read_text())["score"] != plain["score"]
 
 
+def test_analyses_name_layers_as_the_checkpoint_numbers_them(trained, tmp_path):
+    """With a load-time keep list, what select prints is used on --path as it is: the checkpoint's numbers."""
+    path = _edited(trained, tmp_path / "noisy", _noise_layers(1))
+    out = tmp_path / "select.json"
+    proc = run_cli("select", "--path", path, "--depth", "1", "--strategy", "search", "--decoder-layers-to-keep", "1,3",
+                   "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["layer_numbers"] == [1, 3] and result["keep"] == [3]  # layer 1 is the noisy one
+    assert "| keep with: --decoder-layers-to-keep 3" in proc.stdout
+    evaluated = run_cli("eval", "--path", path, "--decoder-layers-to-keep", "3")
+    assert result["score"] == pytest.approx(float(evaluated.stdout.splitlines()[-1].split()[3]), abs=1e-3)
+    importance = run_cli("importance", "--path", path, "--depth", "1", "--decoder-layers-to-keep", "1,3",
+                         "--out", str(tmp_path / "imp"))
+    subsets = json.loads((tmp_path / "imp.json").read_text())["subsets"]
+    assert sorted(s["keep"] for s in subsets) == [[1], [3]]
+    assert [line.split()[0] for line in importance.stdout.splitlines()[-3:-1]] == ["1", "3"]  # then "| wrote ..."
+
+
 def test_learned_strategy_needs_a_gated_model(trained):
     proc = run_cli("select", "--path", str(trained), "--depth", "2", "--strategy", "learned", check_rc=2)
     assert "--decoder-learned-gates" in proc.stderr and "Traceback" not in proc.stderr

@@ -4,17 +4,16 @@ import pytest
 import torch
 
 from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
-from layerdrop.data.tokenizers import build_tokenizer
 from layerdrop.errors import UserError
 from layerdrop.models import LM_MODEL_TYPE
 
-from conftest import tiny_model
+from conftest import char_tokenizer, tiny_model
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
     model = tiny_model()
-    tok = build_tokenizer("char", "abc")
+    tok = char_tokenizer(model.cfg.vocab_size)
     return save_checkpoint(tmp_path / "ckpt", LM_MODEL_TYPE, model.cfg, model.state_dict(), tok,
                            trainer_state={"update": 3, "optimizer": {"state": {}, "param_groups": []}})
 
@@ -31,7 +30,7 @@ def test_write_is_atomic_and_leaves_no_temporary_files(checkpoint):
     siblings = sorted(p.name for p in checkpoint.parent.iterdir())
     assert siblings == ["ckpt"]
     model = tiny_model(seed=1)
-    save_checkpoint(checkpoint, LM_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "abc"))
+    save_checkpoint(checkpoint, LM_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(model.cfg.vocab_size))
     assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["ckpt"]
     assert not (checkpoint / "trainer_state.pt").exists()  # replaced whole, not merged
 
@@ -77,7 +76,7 @@ def test_unknown_and_other_model_types(checkpoint, tmp_path):
     translation = TransformerTranslation(TransformerTranslationConfig(vocab_size=20, encoder_layers=1, decoder_layers=1,
                                                                       encoder_embed_dim=16, decoder_embed_dim=16))
     other = save_checkpoint(tmp_path / "mt", "transformer_translation", translation.cfg, translation.state_dict(),
-                            build_tokenizer("char", "abc"))
+                            char_tokenizer(translation.cfg.vocab_size))
     with pytest.raises(UserError, match="holds a 'transformer_translation' model; this command needs a 'transformer_lm'"):
         load_checkpoint(other, "--restore-file", expected_type=LM_MODEL_TYPE)
 
@@ -139,3 +138,27 @@ def test_a_checkpoint_written_before_drop_plans_became_values_loads_evaluates_an
     assert "resuming at update 4" in proc.stdout
     log = [json.loads(line) for line in (save_dir / "train_log.jsonl").read_text().splitlines()]
     assert [r["update"] for r in log] == [5, 6] and all(r["loss"] is not None for r in log)
+
+
+def test_a_tokenizer_of_another_size_is_refused(tmp_path):
+    model = tiny_model()
+    for size in (model.cfg.vocab_size - 5, model.cfg.vocab_size + 5):  # shorter: generation would sample ids it lacks
+        path = save_checkpoint(tmp_path / f"ckpt{size}", LM_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(size))
+        with pytest.raises(UserError, match=f"has {size} tokens but config.json says vocab_size 50; the files come from"):
+            load_checkpoint(path)
+
+
+def test_the_current_directory_is_a_path_and_an_empty_one_is_refused(checkpoint, monkeypatch):
+    monkeypatch.chdir(checkpoint)
+    assert load_checkpoint(".").config.decoder_layers == 6
+    assert load_checkpoint("../ckpt/.").config.decoder_layers == 6
+    with pytest.raises(UserError, match="--path: got an empty path"):
+        load_checkpoint("")
+
+
+def test_weights_that_do_not_fit_are_named_by_count(checkpoint):
+    with pytest.raises(UserError) as error:
+        load_model(checkpoint, overrides={"decoder_layers": 12}, log=lambda _: None)
+    message = str(error.value)
+    assert "weights do not fit the model config: 72 weights the config needs are missing (first: decoder.layers.6." in message
+    assert len(message) < 400

@@ -77,6 +77,10 @@ def test_generate(trained):
                    "--max-new-tokens", "40", "--decoder-layers-to-keep", "0,1")
     assert proc.stdout.startswith("ROMEO:") and len(proc.stdout) >= len("ROMEO:") + 40
     assert "40 tokens" in proc.stderr
+    unknown = run_cli("generate", "--path", str(save_dir / "checkpoint_last"), "--prompt", "\u65e5\u672c ROMEO:",
+                      "--max-new-tokens", "5")
+    assert "--prompt: 2 of its 9 tokens are not in the model's vocabulary; they became <unk> (printed as ?)" in unknown.stderr
+    assert unknown.stdout.startswith("?? ROMEO:")
 
 
 BAD = [
@@ -98,6 +102,14 @@ BAD = [
     (["eval", "--max-valid-steps", "0"], "--max-valid-steps: got 0"),
     (["generate", "--top-k", "0"], "--top-k: got 0"),
     (["generate", "--temperature", "-1"], "--temperature: got -1.0"),
+    (["eval", "--model-overrides", "{'decoder_layers': 8}"], "48 weights the config needs are missing (first: decoder.layers.4."),
+    (["prune", "--decoder-ffn-halves-to-keep", "2", "--out", "{out}"], "out of range for a model with 2 halves;"),
+    (["prune", "--decoder-layers-to-keep", "0", "--out", ""], "--out: got ''"),
+    # Output paths are refused before any work (nothing scored, nothing left behind).
+    (["eval", "--json", "{existing}"], "--json: '{existing}' is a directory"),
+    (["select", "--depth", "2", "--strategy", "every-other", "--out", "{existing}"], "--out: '{existing}' is a directory"),
+    (["sweep", "--depths", "2", "--out", ""], "--out: got ''"),
+    (["importance", "--depth", "2", "--out", "{file}/x"], "config.json is a file, not a directory"),
 ]
 
 
@@ -105,9 +117,11 @@ BAD = [
 def test_bad_input_gets_one_clear_message(trained, args, message):
     root, _, save_dir, _ = trained
     before = sorted(str(p.relative_to(save_dir)) for p in save_dir.rglob("*"))
-    places = {"{out}": root / "never", "{existing}": save_dir, "{inside}": save_dir / "checkpoint_last" / "pruned"}
+    places = {"{out}": root / "never", "{existing}": save_dir, "{inside}": save_dir / "checkpoint_last" / "pruned",
+              "{file}": save_dir / "checkpoint_last" / "config.json"}
     for marker, place in places.items():
         args = [a.replace(marker, str(place)) for a in args]
+        message = message.replace(marker, str(place))
     proc = run_cli(args[0], "--path", str(save_dir / "checkpoint_last"), *args[1:], check_rc=2)
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

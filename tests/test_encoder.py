@@ -13,7 +13,7 @@ from layerdrop.errors import UserError
 from layerdrop.models import ENCODER_MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel, num_params
 from layerdrop.tasks.masked_lm import IGNORE, mask_tokens
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, char_tokenizer, run_cli
 
 
 def tiny_encoder(seed=0, **changes) -> TransformerEncoderModel:
@@ -134,10 +134,9 @@ def test_dev_errors_and_tiny_context_are_refused(tmp_path):
 
 def test_generate_refuses_an_encoder_checkpoint(tmp_path):
     from layerdrop.checkpoint import save_checkpoint
-    from layerdrop.data.tokenizers import build_tokenizer
 
     model = tiny_encoder()
-    path = save_checkpoint(tmp_path / "enc", ENCODER_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "ab"))
+    path = save_checkpoint(tmp_path / "enc", ENCODER_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(model.cfg.vocab_size))
     proc = run_cli("generate", "--path", str(path), check_rc=2)
     assert "holds a 'transformer_encoder' model; generate needs" in proc.stderr and "Traceback" not in proc.stderr
 

@@ -310,6 +310,15 @@ def test_cli_prune_writes_a_model_plain_transformers_loads_with_its_tokenizer(mo
     assert bad.returncode == 2 and "--layers-to-keep: got '0,9'" in bad.stderr and not (model_dir / "bad").exists()
 
 
+def test_cli_refuses_an_output_inside_the_model_and_a_model_that_is_not_a_local_directory(model_dir, tmp_path):
+    inside = cli("prune", "--model", str(model_dir / "model"), "--layers-to-keep", "0", "--out", str(model_dir / "model" / "sub"))
+    assert inside.returncode == 2 and "overlaps --model" in inside.stderr and not (model_dir / "model" / "sub").exists()
+    # A missing folder is never taken for a Hub name: no network, one message.
+    missing = cli("select", "--model", str(tmp_path / "no-such-model"), "--depth", "1", "--strategy", "every-other",
+                  "--data", str(model_dir / "valid.txt"))
+    assert missing.returncode == 2 and "no-such-model' is not a directory" in missing.stderr
+
+
 def test_cli_select_search_finds_the_best_subset_the_scorer_sees(model_dir):
     from layerdrop.integrations.hf.scoring import TextScorer
 

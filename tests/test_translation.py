@@ -11,7 +11,7 @@ from layerdrop.data.parallel import load_parallel
 from layerdrop.errors import UserError
 from layerdrop.models import TRANSLATION_MODEL_TYPE, TransformerTranslation, TransformerTranslationConfig, num_params
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, char_tokenizer, run_cli
 
 
 def tiny_translation(seed=0, **changes) -> TransformerTranslation:
@@ -68,10 +68,9 @@ def test_tied_embeddings_are_written_once_and_shared_after_loading(tmp_path):
     from safetensors import safe_open
 
     from layerdrop.checkpoint import load_model, save_checkpoint
-    from layerdrop.data.tokenizers import build_tokenizer
 
     model = tiny_translation()
-    path = save_checkpoint(tmp_path / "mt", TRANSLATION_MODEL_TYPE, model.cfg, model.state_dict(), build_tokenizer("char", "ab"))
+    path = save_checkpoint(tmp_path / "mt", TRANSLATION_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(model.cfg.vocab_size))
     with safe_open(str(path / "model.safetensors"), "pt") as f:
         keys = set(f.keys())
     assert "encoder.embed_tokens.weight" in keys and "decoder.embed_tokens.weight" not in keys

@@ -7,6 +7,7 @@ import torch
 
 from conftest import tiny_config, tiny_model
 from layerdrop.checkpoint import build_model, load_checkpoint
+from layerdrop.errors import UserError
 from layerdrop.models import TransformerLM, TransformerTranslation, TransformerTranslationConfig, num_params
 from layerdrop.nn.drop_plan import draw_stack_plan, kept_layers
 from layerdrop.nn.structured import UNITS, LayerPlan, sample_units, skipped_share
@@ -88,6 +89,22 @@ def test_units_then_layers_and_never_twice():
     assert config2.decoder_layer_heads == [2, 2, 2] and config2.decoder_layers == 3
     assert all("not pruning again" in line for line in logs)
     assert state2.keys() == state.keys()
+
+
+def test_a_second_unit_pruning_is_recorded_in_the_original_numbers():
+    model = tiny_model()  # 6 layers, 4 heads
+    config, state = prune_units(model.cfg, model.state_dict(), "decoder", {"heads_to_keep": "1,2,3",
+                                                                             "attention_layers_to_keep": "0,1,2,3"})
+    config, state = prune_units(config, state, "decoder", {"heads_to_keep": "0,2", "attention_layers_to_keep": "2,3,4"})
+    assert config.decoder_pruned_units == {"heads_to_keep": [1, 3], "attention_layers_to_keep": [2, 3]}
+    once = prune_units(model.cfg, model.state_dict(), "decoder", {"heads_to_keep": "1,3", "attention_layers_to_keep": "2,3"})
+    assert once[0].decoder_pruned_units == config.decoder_pruned_units
+    twice = build_model(config, state, "transformer_lm", "test", log=lambda _: None).eval()
+    torch.testing.assert_close(_logits(twice), _logits(build_model(*once, "transformer_lm", "test", log=lambda _: None).eval()))
+    # Half of a half is a quarter, which no list of halves records: refused, not misrecorded.
+    halved = prune_units(model.cfg, model.state_dict(), "decoder", {"ffn_halves_to_keep": "1"})
+    with pytest.raises(UserError, match="--decoder-ffn-halves-to-keep: this checkpoint's FFNs were already halved"):
+        prune_units(*halved, "decoder", {"ffn_halves_to_keep": "0"})
 
 
 def test_translation_encoder_and_decoder_units():

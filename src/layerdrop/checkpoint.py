@@ -221,8 +221,11 @@ def load_checkpoint(
 ) -> Checkpoint:
     """Read and check a checkpoint directory. ``overrides`` (from --model-overrides) and ``flag_overrides``
     (from flags such as --decoder-layers-to-keep) replace stored config values before building."""
+    if not str(path).strip():
+        raise UserError(f"{flag}: got an empty path; valid: a directory holding {WEIGHTS} and {CONFIG}")
     path = Path(path)
-    aside = path.with_name(path.name + ".old")
+    # "." and "checkpoint_best/.." have no name of their own to set aside; such a path is never a half-done save.
+    aside = path.with_name(path.name + ".old") if path.name not in ("", "..") else path
     if not path.is_dir() and aside.is_dir():
         # A save was cut short between its two renames. Only the training that owns the directory (holding its
         # lock) may rename it back; a reader takes the previous checkpoint where it is.
@@ -270,7 +273,7 @@ def load_checkpoint(
         trainer_state = _load_trainer_state(path / TRAINER_STATE, flag)
     run = read_json(path / RUN, flag) if (path / RUN).is_file() else None
     tokenizer = load_tokenizer(path / TOKENIZER)
-    if len(tokenizer) > config.vocab_size:
+    if len(tokenizer) != config.vocab_size:  # every model is built with one embedding row per token
         raise UserError(f"{flag}: {path / TOKENIZER} has {len(tokenizer):,} tokens but {CONFIG} says vocab_size "
                         f"{config.vocab_size:,}; the files come from different checkpoints")
     return Checkpoint(path, model_type, config, state_dict, tokenizer, trainer_state, run)
@@ -337,11 +340,12 @@ def build_model(config: Any, state_dict: dict[str, torch.Tensor] | None, model_t
         _check_shapes(skeleton, state_dict, source)
     model = MODEL_TYPES[model_type][1](config)
     if state_dict is not None:
-        try:
-            model.load_state_dict(_with_aliases(model, state_dict), strict=True)
-        except RuntimeError as error:
-            first = str(error).splitlines()[0:3]
-            raise UserError(f"{source}: weights do not fit the model config ({' '.join(first)})") from None
+        keys = model.load_state_dict(_with_aliases(model, state_dict), strict=False)
+        if keys.missing_keys or keys.unexpected_keys:  # named by count and first few: a deep model has hundreds
+            parts = [f"{len(names)} {what} (first: {', '.join(names[:3])})" for names, what in
+                     ((keys.missing_keys, "weights the config needs are missing"),
+                      (keys.unexpected_keys, "weights are not in the config")) if names]
+            raise UserError(f"{source}: weights do not fit the model config: {'; '.join(parts)}")
     return model
 
 

@@ -21,6 +21,7 @@ import torch
 from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
 from layerdrop.config import MAX_SIZE, check_field_types, flag_name, shorten
 from layerdrop.errors import UserError
+from layerdrop.output_paths import check_output_path, write_failed
 from layerdrop.models import (
     ENCODER_MODEL_TYPE, LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
     num_params,
@@ -115,6 +116,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _finite(args.lenpen, "--lenpen", 0.0, "a finite number >= 0")
     if args.mask_prob is not None and not 0 < args.mask_prob < 1:
         raise UserError(f"--mask-prob: got {args.mask_prob}; valid: a number in (0, 1)")
+    if args.json:
+        check_output_path(args.json, "--json")
     model, ckpt = _load_for_inference(args)
     if args.mask_prob is not None and (ckpt.model_type != ENCODER_MODEL_TYPE or model.cfg.num_classes):
         raise UserError(f"--mask-prob: only masked-LM checkpoints are scored with masking; {args.path} is not one")
@@ -275,6 +278,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if not keep:
         raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4 (and/or --encoder-layers-to-keep), "
                         "or a unit flag such as --decoder-heads-to-keep 0,2")
+    check_output_path(args.out, "--out", kind="directory")
     source, out = Path(args.path).resolve(), Path(args.out).resolve()
     if out.exists():
         raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
@@ -323,6 +327,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     prompt = ckpt.tokenizer.encode(args.prompt)
     if ckpt.tokenizer.kind == "word" and prompt and prompt[-1] == ckpt.tokenizer.eos_id:
         prompt = prompt[:-1]  # a prompt is the start of a line, not a finished one
+    unknown = prompt.count(getattr(ckpt.tokenizer, "unk_id", None))
+    if unknown:
+        shown = " (printed as ?)" if ckpt.tokenizer.kind == "char" else ""
+        note(f"| --prompt: {unknown} of its {len(prompt)} tokens are not in the model's vocabulary; they became <unk>{shown}")
     out = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, torch.Generator().manual_seed(args.seed))
     seconds = time.perf_counter() - start
     print(ckpt.tokenizer.decode(prompt + out))
@@ -353,14 +361,26 @@ def _scorer(args: argparse.Namespace, path: str):
     return Scorer(path, args.data, args.batch_size, args.max_valid_steps, args.stack, keep_flags(args))
 
 
+def _result_paths(prefix: str) -> tuple[Path, Path]:
+    """An analysis leaves PREFIX.json (the numbers) and PREFIX.png (the plot); both are checked before it runs."""
+    base = Path(prefix)
+    if not base.name or base.name in (".", ".."):
+        raise UserError(f"--out: got {prefix!r}; valid: a file prefix such as results/sweep")
+    paths = base.with_name(base.name + ".json"), base.with_name(base.name + ".png")
+    for path in paths:
+        check_output_path(path, "--out")
+    return paths
+
+
 def _write_result(result: dict[str, Any], prefix: str, plot) -> int:
-    """An analysis leaves PREFIX.json (the numbers) and PREFIX.png (the plot)."""
     from layerdrop.analysis.report import write_json
 
-    base = Path(prefix)
-    json_path, png_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".png")
-    write_json(result, json_path)
-    plot(result, png_path)
+    json_path, png_path = _result_paths(prefix)
+    for path, write in ((json_path, write_json), (png_path, plot)):
+        try:
+            write(result, path)
+        except OSError as error:
+            raise write_failed(path, "--out", error) from None
     print(f"| wrote {json_path} and {png_path}")
     return 0
 
@@ -373,6 +393,8 @@ def _cmd_select(args: argparse.Namespace) -> int:
 
     _positive(args.budget, "--budget")
     _positive(args.search_beam, "--search-beam", maximum=1000)
+    if args.out:
+        check_output_path(args.out, "--out")
     scorer = _scorer(args, args.path)
     check_depth(args.depth, scorer.num_layers)
     full = scorer.score(None)
@@ -380,20 +402,23 @@ def _cmd_select(args: argparse.Namespace) -> int:
     method = selection.details.get("method", "")
     _print_table(
         ["strategy", f"{scorer.stack} layers", "keep", scorer.metric.name, f"at full depth ({scorer.num_layers})", "subsets scored"],
-        [[args.strategy + (f" ({method})" if method else ""), selection.depth, ",".join(map(str, selection.keep)),
+        [[args.strategy + (f" ({method})" if method else ""), selection.depth, ",".join(map(str, scorer.numbered(selection.keep))),
           f"{selection.score:.4f}", f"{full:.4f}", selection.evaluated or "-"]],
     )
-    kept = ",".join(map(str, selection.keep))
+    kept = ",".join(map(str, scorer.numbered(selection.keep)))
     if getattr(args, "hf", False):
         flag = "--layers-to-keep" if scorer.describe()["model_type"] != "bart" else f"--{scorer.stack}-layers-to-keep"
         print(f"| keep with: layerdrop hf prune --model {args.path} {flag} {kept} --out DIR")
     else:
         print(f"| keep with: --{scorer.stack}-layers-to-keep {kept}")
     if args.out:
-        result = {**scorer.describe(), "strategy": args.strategy, "depth": selection.depth, "keep": selection.keep,
+        result = {**scorer.describe(), "strategy": args.strategy, "depth": selection.depth, "keep": scorer.numbered(selection.keep),
                   "score": selection.score, "full_depth_score": full, "subsets_scored": selection.evaluated,
                   "details": selection.details}
-        write_json(result, Path(args.out))
+        try:
+            write_json(result, Path(args.out))
+        except OSError as error:
+            raise write_failed(Path(args.out), "--out", error) from None
         print(f"| wrote {args.out}")
     return 0
 
@@ -405,6 +430,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _positive(args.budget, "--budget")
     _positive(args.search_beam, "--search-beam", maximum=1000)
     depths = parse_depths(args.depths)
+    _result_paths(args.out)
     scorers = [_scorer(args, path) for path in args.path]
     result = sweep(scorers, depths, args.strategy, args.budget, args.search_beam)
     header = ["checkpoint"] + [f"{d} layer{'s' if d > 1 else ''}" for d in depths]
@@ -424,13 +450,14 @@ def _cmd_importance(args: argparse.Namespace) -> int:
     _positive(args.samples, "--samples", maximum=100_000)
     if not 0 <= args.seed < 2**63:
         raise UserError(f"--seed: got {shorten(args.seed)}; valid: an integer from 0 to 2**63 - 1")
+    _result_paths(args.out)
     scorer = _scorer(args, args.path)
     progress = lambda items: tqdm(items, desc="scoring subsets", unit="subset", disable=not sys.stderr.isatty())
     result = layer_importance(scorer, args.depth, args.samples, args.seed, progress)
     print(f"{result['samples']} random {args.depth}-layer subsets of {scorer.num_layers} {scorer.stack} layers, "
           f"{scorer.metric.name} at full depth {result['full_depth_score']:.4f}:")
     _print_table(["layer", "importance", "relative"],
-                 [[l, _fmt(v), _fmt(r, 2)] for l, (v, r) in enumerate(zip(result["importance"], result["relative_importance"]))])
+                 [[l, _fmt(v), _fmt(r, 2)] for l, v, r in zip(scorer.layer_numbers, result["importance"], result["relative_importance"])])
     return _write_result(result, args.out, plot_importance)
 
 

@@ -48,7 +48,7 @@ def layer_importance(scorer: Scorer, depth: int, samples: int = 20, seed: int = 
     return {
         **scorer.describe(), "depth": depth, "samples": len(subsets), "seed": seed,
         "full_depth_score": scorer.score(None),
-        "subsets": [{"keep": list(k), "score": s} for k, s in zip(subsets, scores)],
+        "subsets": [{"keep": scorer.numbered(k), "score": s} for k, s in zip(subsets, scores)],
         "importance": importance,
         "relative_importance": [None if v is None else v / scale for v in importance],
     }

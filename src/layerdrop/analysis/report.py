@@ -12,8 +12,11 @@ def write_json(result: dict[str, Any], path: Path) -> None:
     """Write atomically: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a replace; after a failure, no half file is left beside it
 
 
 def _pyplot():
@@ -47,8 +50,8 @@ def plot_importance(result: dict[str, Any], path: Path) -> None:
     values = [0.0 if v is None else v for v in result["relative_importance"]]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(range(len(values)), values, color=["tab:blue" if v >= 0 else "tab:red" for v in values])
-    ax.set_xticks(range(len(values)))
-    ax.set_xlabel(f"{result['stack']} layer")
+    ax.set_xticks(range(len(values)), [str(n) for n in result.get("layer_numbers", range(len(values)))])
+    ax.set_xlabel(f"{result['stack']} layer (the checkpoint's numbers)")
     ax.set_ylabel("relative importance")
     ax.set_title(f"{result['samples']} random {result['depth']}-layer subsets, {result['metric']}", fontsize=9)
     ax.axhline(0, color="black", linewidth=0.8)

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 
-from layerdrop.config import shorten
+from layerdrop.config import flag_name, shorten
 from layerdrop.checkpoint import Checkpoint, build_model, load_checkpoint
 from layerdrop.errors import UserError
+from layerdrop.pruning.indices import parse_layers_to_keep
 from layerdrop.pruning.keep import apply_layers_to_keep, prune_state_dict
 
 
@@ -70,6 +71,12 @@ class Scorer:
             raise UserError(f"--stack: got {stack!r}; valid for this {self.ckpt.model_type} checkpoint: {', '.join(stacks)}")
         self.stack = stack
         self.num_layers: int = getattr(config, f"{stack}_layers")
+        # The checkpoint's number for each scored layer: a load-time keep list (--decoder-layers-to-keep 1,3)
+        # scores layers 1 and 3 as 0 and 1, and what the analyses print must be used on --path as it is.
+        requested = (keep_flags or {}).get(f"{stack}_layers_to_keep")
+        self.layer_numbers: list[int] = (parse_layers_to_keep(requested, getattr(self.ckpt.config, f"{stack}_layers"),
+                                                              flag_name(f"{stack}_layers_to_keep"))
+                                         if requested is not None else list(range(self.num_layers)))
         self.task = _task_for(self.ckpt, config, data, batch_size, max_valid_steps)
         if getattr(config, "num_classes", 0):
             from layerdrop.tasks.classification import metric_names
@@ -88,6 +95,10 @@ class Scorer:
             config, state_dict = prune_state_dict(config, state_dict, {self.stack: list(keep)})
         model = build_model(config, dict(state_dict), self.ckpt.model_type, f"--path {self.path}", log=lambda _: None)
         return model.eval()
+
+    def numbered(self, keep: Sequence[int]) -> list[int]:
+        """A keep list of the scored model in the checkpoint's layer numbers."""
+        return [self.layer_numbers[i] for i in keep]
 
     def layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
         """The scored stack's layer list inside ``model``."""
@@ -109,7 +120,7 @@ class Scorer:
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "model_type": self.ckpt.model_type, "stack": self.stack,
-                "layers": self.num_layers, "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better}
+                "layers": self.num_layers, "layer_numbers": self.layer_numbers, "metric": self.metric.name, "higher_is_better": self.metric.higher_is_better}
 
 
 def check_depth(depth: int, num_layers: int, flag: str = "--depth") -> int:

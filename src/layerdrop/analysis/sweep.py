@@ -32,16 +32,18 @@ def sweep(scorers: list[Scorer], depths: list[int], strategy: str, budget: int =
     metrics = {(s.metric, s.stack) for s in scorers}
     if len(metrics) > 1:
         raise UserError("--path: the checkpoints are scored on different metrics or stacks; valid: checkpoints of one task")
-    runs = []
-    for scorer in scorers:
+    for scorer in scorers:  # every checkpoint before any scoring: no work is thrown away on the last one
         too_deep = [d for d in depths if d > scorer.num_layers]
         if too_deep:
             raise UserError(f"--depths: {too_deep} exceed the {scorer.num_layers} {scorer.stack} layers of {scorer.path}")
+    runs = []
+    for scorer in scorers:
         points = []
         for depth in depths:
             selection = select_layers(scorer, depth, strategy, budget, beam)
-            points.append({"depth": depth, "keep": selection.keep, "score": selection.score})
-            log(f"| {run_label(scorer.path)}: {depth} layers {selection.keep}: {scorer.metric.name} {selection.score:.4f}")
+            keep = scorer.numbered(selection.keep)
+            points.append({"depth": depth, "keep": keep, "score": selection.score})
+            log(f"| {run_label(scorer.path)}: {depth} layers {keep}: {scorer.metric.name} {selection.score:.4f}")
         runs.append({"path": str(scorer.path), "label": run_label(scorer.path), "layers": scorer.num_layers, "points": points})
     return {"metric": first.metric.name, "higher_is_better": first.metric.higher_is_better, "stack": first.stack,
             "strategy": strategy, "depths": depths, "runs": runs}

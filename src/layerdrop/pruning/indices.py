@@ -32,7 +32,7 @@ def parse_layers_to_keep(value: str | Sequence[int], num_layers: int, flag: str 
         if index < 0:
             raise UserError(f"{flag}: got {shorten(value)}: {index} is negative; {valid}")
         if index >= num_layers:
-            raise UserError(f"{flag}: got {shorten(value)}: {what} {shorten(index, 30)} is out of range for a model with {num_layers} {what}{'s' if what != 'half' else 'ves'}; {valid}")
+            raise UserError(f"{flag}: got {shorten(value)}: {what} {shorten(index, 30)} is out of range for a model with {num_layers} {'halves' if what == 'half' else what + 's'}; {valid}")
         indices.append(index)
     repeated = sorted({i for i in indices if indices.count(i) > 1})
     if repeated:

@@ -124,6 +124,11 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
             heads[l] = len(keep)
         parsed["heads_to_keep"] = keep
     if "ffn_halves_to_keep" in request:
+        if "ffn_halves_to_keep" in config_record(config, stack):
+            # Half of a half is a quarter, which a list of halves cannot record.
+            raise UserError(f"{flag('ffn_halves_to_keep')}: this checkpoint's FFNs were already halved "
+                            f"(half {config_record(config, stack)['ffn_halves_to_keep']} kept); valid: prune the "
+                            "checkpoint it came from, once")
         keep = parse_layers_to_keep(request["ffn_halves_to_keep"], 2, flag("ffn_halves_to_keep"), what="half")
         for l in range(num_layers):
             if ffn[l] == 0:
@@ -143,7 +148,7 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
             ffn[l] = half * len(keep)
         parsed["ffn_halves_to_keep"] = keep
 
-    record = {**(getattr(config, f"{stack}_pruned_units", None) or {}), **parsed}
+    record = _combined_record(config_record(config, stack), parsed)
     new_config = dataclasses.replace(config, **{
         f"{stack}_layer_heads": heads, f"{stack}_layer_ffn_dims": ffn, f"{stack}_pruned_units": record,
         **{f"{stack}_{name}": None for name in REQUESTS if hasattr(config, f"{stack}_{name}")},
@@ -151,9 +156,28 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
     return new_config, (state if has_weights else None)
 
 
+def config_record(config: Any, stack: str) -> dict[str, list[int]]:
+    """The unit pruning already applied to ``stack`` (field name -> units kept, in the original numbers)."""
+    return getattr(config, f"{stack}_pruned_units", None) or {}
+
+
+def _combined_record(before: Mapping[str, list[int]], now: Mapping[str, list[int]]) -> dict[str, list[int]]:
+    """What a second pruning leaves, in the original model's numbers: heads kept are picked from those kept
+    before; sublayers kept are those both prunings kept."""
+    record = dict(before)
+    for name, keep in now.items():
+        if name not in before:
+            record[name] = keep
+        elif name == "heads_to_keep":
+            record[name] = [before[name][i] for i in keep]
+        else:  # attention_layers_to_keep, ffn_layers_to_keep: a removed sublayer stays removed
+            record[name] = sorted(set(before[name]) & set(keep))
+    return record
+
+
 def _already_applied(config: Any, stack: str, name: str, value: Any) -> bool:
     """Training a pruned model again with the same flags must not prune it a second time."""
-    record = getattr(config, f"{stack}_pruned_units", None) or {}
+    record = config_record(config, stack)
     try:
         return name in record and sorted(int(i) for i in as_items(value)) == record[name]
     except (TypeError, ValueError):

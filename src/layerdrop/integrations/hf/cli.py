@@ -15,6 +15,7 @@ from layerdrop.errors import UserError
 from layerdrop.integrations.hf.families import family_of, layer_lists
 from layerdrop.integrations.hf.pruning import KEPT_FIELD, prune
 from layerdrop.integrations.hf.scoring import load_model
+from layerdrop.output_paths import check_output_path, write_failed
 from layerdrop.pruning.indices import parse_layers_to_keep
 
 
@@ -60,8 +61,11 @@ def prune_command(args: argparse.Namespace) -> int:
     source, out = Path(args.model), Path(args.out).resolve()
     if not source.is_dir():
         raise UserError(f"--model: {args.model!r} is not a directory; valid: a model directory written by save_pretrained")
+    check_output_path(args.out, "--out", kind="directory")
     if out.exists():
         raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
+    if source.resolve() in (out, *out.parents) or out in source.resolve().parents:
+        raise UserError(f"--out: {args.out!r} overlaps --model {args.model!r}; valid: a directory outside the model's")
     model = load_model(args.model, for_scoring=False)
     stacks = list(family_of(model).stacks)
     counts = {stack: len(layers) for stack, layers in layer_lists(model).items()}
@@ -70,8 +74,11 @@ def prune_command(args: argparse.Namespace) -> int:
             for stack, value in keep_request(args, stacks).items()}
     before = sum(p.numel() for p in model.parameters())
     pruned = prune(model, keep)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as error:
+        raise write_failed(out, "--out", error) from None
     try:
         pruned.save_pretrained(staging)
         copy_tokenizer(source, staging)

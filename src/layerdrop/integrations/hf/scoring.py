@@ -30,8 +30,10 @@ def load_model(path: str, flag: str = "--model", for_scoring: bool = True):
     ``for_scoring``) as saved, the class named in its config's ``architectures``."""
     import transformers
 
+    if not Path(path).is_dir():  # a local directory only: nothing is fetched from the Hub
+        raise UserError(f"{flag}: {path!r} is not a directory; valid: a model directory written by save_pretrained")
     try:
-        config = transformers.AutoConfig.from_pretrained(path)
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError) as error:
         raise UserError(f"{flag}: cannot load a Hugging Face config from {path!r} ({str(error).splitlines()[0]}); "
                         "valid: a directory written by save_pretrained") from None
@@ -39,10 +41,10 @@ def load_model(path: str, flag: str = "--model", for_scoring: bool = True):
         raise UserError(f"{flag}: {path} holds a {config.model_type!r} model; valid families: {', '.join(FAMILIES)}")
     saved = (getattr(config, "architectures", None) or [None])[0]
     if not for_scoring and saved is not None and hasattr(transformers, saved):
-        return getattr(transformers, saved).from_pretrained(path).eval()
+        return getattr(transformers, saved).from_pretrained(path, local_files_only=True).eval()
     auto = (transformers.AutoModelForMaskedLM if config.model_type in MASKED
             else transformers.AutoModelForSeq2SeqLM if config.model_type == "bart" else transformers.AutoModelForCausalLM)
-    model, info = auto.from_pretrained(path, output_loading_info=True)
+    model, info = auto.from_pretrained(path, output_loading_info=True, local_files_only=True)
     if info.get("missing_keys"):  # e.g. a classifier's directory: its LM head would be random
         raise UserError(f"{flag}: {path} has no weights for {sorted(info['missing_keys'])[:3]} of {auto.__name__}; "
                         "valid: a model saved with its language-model head")
@@ -53,7 +55,7 @@ def load_tokenizer(path: str, flag: str = "--model"):
     import transformers
 
     try:
-        return transformers.AutoTokenizer.from_pretrained(path)
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError) as error:
         raise UserError(f"{flag}: no tokenizer could be loaded from {path!r} ({str(error).splitlines()[0]}); "
                         "valid: a directory holding the model's tokenizer files (tokenizer.save_pretrained)") from None
@@ -117,6 +119,7 @@ class TextScorer:
         if self.stack not in stacks:
             raise UserError(f"--stack: got {self.stack!r}; valid for this {model_type} model: {', '.join(stacks)}")
         self.num_layers = len(layer_lists(self.full)[self.stack])
+        self.layer_numbers = list(range(self.num_layers))  # no load-time keep list here: the model's own numbers
         positions = getattr(self.full.config, "max_position_embeddings", None) or getattr(self.full.config, "n_positions", 1024)
         if model_type == "roberta":  # its positions start after the padding index
             positions -= self.full.config.pad_token_id + 1
@@ -130,6 +133,9 @@ class TextScorer:
         self.metric = Metric("valid loss", False)
         self.evaluations = 0
         self._cache: dict[tuple[int, ...], float] = {}
+
+    def numbered(self, keep) -> list[int]:
+        return list(keep)
 
     def layers(self, model) -> torch.nn.ModuleList:
         return layer_lists(model)[self.stack]
@@ -148,7 +154,8 @@ class TextScorer:
 
     def describe(self) -> dict[str, Any]:
         return {"path": str(self.path), "model_type": self.full.config.model_type, "stack": self.stack,
-                "layers": self.num_layers, "metric": self.metric.name, "higher_is_better": False,
+                "layers": self.num_layers, "layer_numbers": self.layer_numbers, "metric": self.metric.name,
+                "higher_is_better": False,
                 "tokens_scored": self.task.tokens}
 
 

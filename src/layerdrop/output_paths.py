@@ -1,0 +1,29 @@
+"""Output paths checked before the work that fills them, so a typo costs a message, not a finished analysis."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from layerdrop.errors import UserError
+
+
+def check_output_path(value: str | Path, flag: str, kind: str = "file") -> None:
+    """Refuse ``value`` (a file to write, or a new ``kind="directory"``) when it cannot be created: an empty
+    name, a directory where a file goes, or no writable directory above it."""
+    path = Path(value)
+    if not str(value).strip() or not path.name or path.name in (".", ".."):
+        raise UserError(f"{flag}: got {str(value)!r}; valid: a {kind} name such as results/out")
+    if kind == "file" and path.is_dir():
+        raise UserError(f"{flag}: {str(path)!r} is a directory; valid: a file path")
+    # The nearest existing folder above must be a directory we may write in (the rest is created).
+    above = next(p for p in path.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise UserError(f"{flag}: cannot write {str(path)!r}: {above} is a file, not a directory")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise UserError(f"{flag}: cannot write {str(path)!r}: {above} is not writable")
+
+
+def write_failed(path: Path, flag: str, error: OSError) -> UserError:
+    """What a write that fails anyway (a full disk, /proc) tells the user."""
+    return UserError(f"{flag}: cannot write {str(path)!r} ({error.strerror or error})")
