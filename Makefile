@@ -31,8 +31,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/train_speed.py
 	$(PY) benchmarks/nanogpt_quality.py
+	$(PY) benchmarks/nanogpt_quality.py --amp bf16
 	$(PY) benchmarks/ddp_speed.py
 	$(PY) benchmarks/pruned_inference.py
+	$(PY) benchmarks/step_profile.py
 	@if $(PY) -c "import transformers" 2>/dev/null; then $(PY) benchmarks/hf_speed.py; \
 	else echo "hf_speed: skipped, transformers is not installed (pip install -e '.[bench]')"; fi
 	@if [ -n "$(NANOGPT_DIR)" ]; then $(PY) benchmarks/nanogpt_speed.py --nanogpt "$(NANOGPT_DIR)"; \

@@ -6,11 +6,14 @@ weight decay 0.1, betas (0.9, 0.99), no biases, 90/10 split), and reports valida
 This trains our p = 0 model with that configuration through the same `train()` the CLI uses,
 evaluates the whole validation split, and records the median milliseconds per update.
 
-Writes benchmarks/results/nanogpt_quality.json. Usage: python benchmarks/nanogpt_quality.py
+Writes benchmarks/results/nanogpt_quality.json (with ``--amp bf16``: nanogpt_quality_bf16.json, the same
+training under bf16 autocast, which nanoGPT's train.py does not do on a CPU). Usage:
+python benchmarks/nanogpt_quality.py [--amp bf16]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import statistics
@@ -35,9 +38,14 @@ NANOGPT = {"valid_loss": 1.88, "ms_per_iter_median": 45.0, "source": "nanoGPT RE
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--amp", choices=("bf16",), default=None, help="train under bf16 autocast")
+    args = parser.parse_args()
+    run = {**RUN, **({"amp": args.amp} if args.amp else {})}
+    results = RESULTS.with_name(f"nanogpt_quality_{args.amp}.json") if args.amp else RESULTS
     save_dir = Path(tempfile.mkdtemp(prefix="nanogpt_quality_"))
     try:
-        train(TrainConfig(save_dir=str(save_dir), **RUN), MODEL, log=lambda _: None)
+        train(TrainConfig(save_dir=str(save_dir), **run), MODEL, log=lambda _: None)
         milliseconds = [json.loads(line)["ms"] for line in (save_dir / LOG_FILE).read_text().splitlines()]
         model, ckpt = load_model(save_dir / "checkpoint_last", log=lambda _: None)
         valid = encode_tensor(ckpt.tokenizer, load_corpus(None, RUN["split_fractions"]).split("valid"))
@@ -46,17 +54,17 @@ def main() -> None:
         shutil.rmtree(save_dir, ignore_errors=True)
     out = {
         "benchmark": "nanogpt_quality",
-        "model": MODEL, "run": RUN,
+        "model": MODEL, "run": run,
         "valid_loss": result.loss, "valid_tokens": result.tokens,
         "ms_per_update_median": statistics.median(milliseconds),
         "nanogpt": NANOGPT,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(out, indent=2) + "\n")
     print(f"valid loss {result.loss:.3f} over {result.tokens:,} characters (nanoGPT: 1.88); "
           f"{out['ms_per_update_median']:.1f} ms per update, median (nanoGPT: 45 ms)")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,21 @@ def test_bf16_autocast_runs_the_matrix_products_in_bf16():
     assert seen == [torch.bfloat16] and loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
+def test_bf16_autocast_on_a_cpu_runs_attention_in_float32():
+    """torch's CPU attention backward is slow in bf16, so attention alone stays float32 (and exact to it)."""
+    from layerdrop.nn.attention import attend
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 8, 16, generator=generator).bfloat16().requires_grad_() for _ in range(3))
+    with autocast("bf16"):
+        y = attend(q, k, v, is_causal=True)
+    assert y.dtype == torch.float32
+    reference = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    torch.testing.assert_close(y, reference)
+    y.sum().backward()
+    assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
+
+
 def test_train_with_compile_and_bf16(tmp_path, corpus_dir):
     save = tmp_path / "c"
     proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "4",
