@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/ddp_speed.py
 	$(PY) benchmarks/pruned_inference.py
 	$(PY) benchmarks/step_profile.py
+	$(PY) benchmarks/step_profile.py --amp bf16
+	$(PY) benchmarks/step_profile.py --amp bf16 --attention-in-bf16
 	@if $(PY) -c "import transformers" 2>/dev/null; then $(PY) benchmarks/hf_speed.py; \
 	else echo "hf_speed: skipped, transformers is not installed (pip install -e '.[bench]')"; fi
 	@if [ -n "$(NANOGPT_DIR)" ]; then $(PY) benchmarks/nanogpt_speed.py --nanogpt "$(NANOGPT_DIR)"; \

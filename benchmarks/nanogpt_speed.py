@@ -116,8 +116,8 @@ def main() -> None:
     result = {"benchmark": "nanogpt_speed", "nanogpt_source": str(source.resolve()), "iters_per_run": args.iters,
               "rounds": args.rounds, "ms_per_update_median": median, "per_round": runs,
               "ratio_to_nanogpt": {name: median[name] / median["nanoGPT"] for name in runs if name != "nanoGPT"},
-              # This machine switches between a fast and a slow state for minutes at a time; a round's
-              # contenders run back to back, so the ratio within each round is the steadier figure.
+              # This machine switches between a fast and a slow state for minutes at a time: each round's
+              # ratios show how far one round can stray from the medians above.
               "ratio_to_nanogpt_per_round": {name: [ours / theirs for ours, theirs in zip(runs[name], runs["nanoGPT"])]
                                              for name in runs if name != "nanoGPT"},
               "target": "layerdrop at most 0.75x nanoGPT's ms per update",

@@ -45,9 +45,11 @@ def nanogpt_speed(data: dict) -> list[tuple[str, str, str, bool | None]]:
     base = data["ms_per_update_median"]["nanoGPT"]
     # nanoGPT's train.py runs float32 on a CPU whatever its --dtype says: a bf16 row is not the same arithmetic.
     note = lambda name: " (bf16 matrix products; nanoGPT: float32)" if "bf16" in name else ""
+    # A bf16 row is shown, not judged: the target compares equal arithmetic.
     return [(f"nanoGPT CPU config, {name}{note(name)}",
              f"{data['ms_per_update_median'][name]:.1f} vs {base:.1f} ms/update: {ratio:.2f}x",
-             "<= 0.75x", ratio <= 0.75) for name, ratio in data["ratio_to_nanogpt"].items()]
+             "<= 0.75x" if not note(name) else "", ratio <= 0.75 if not note(name) else None)
+            for name, ratio in data["ratio_to_nanogpt"].items()]
 
 
 def ddp_speed(data: dict) -> list[tuple[str, str, str, bool | None]]:

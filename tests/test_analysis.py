@@ -136,6 +136,12 @@ def test_analyses_name_layers_as_the_checkpoint_numbers_them(trained, tmp_path):
     subsets = json.loads((tmp_path / "imp.json").read_text())["subsets"]
     assert sorted(s["keep"] for s in subsets) == [[1], [3]]
     assert [line.split()[0] for line in importance.stdout.splitlines()[-3:-1]] == ["1", "3"]  # then "| wrote ..."
+    # A checkpoint pruned to 1,3 and given that list again: already applied, so its own numbers 0 and 1.
+    pruned = tmp_path / "pruned"
+    run_cli("prune", "--path", path, "--decoder-layers-to-keep", "1,3", "--out", str(pruned))
+    run_cli("select", "--path", str(pruned), "--depth", "1", "--strategy", "search", "--decoder-layers-to-keep", "1,3",
+            "--out", str(tmp_path / "again.json"))
+    assert json.loads((tmp_path / "again.json").read_text())["layer_numbers"] == [0, 1]
 
 
 def test_learned_strategy_needs_a_gated_model(trained):

@@ -140,18 +140,23 @@ def test_a_checkpoint_written_before_drop_plans_became_values_loads_evaluates_an
     assert [r["update"] for r in log] == [5, 6] and all(r["loss"] is not None for r in log)
 
 
-def test_a_tokenizer_of_another_size_is_refused(tmp_path):
+def test_a_tokenizer_of_another_size_is_refused(checkpoint):
     model = tiny_model()
-    for size in (model.cfg.vocab_size - 5, model.cfg.vocab_size + 5):  # shorter: generation would sample ids it lacks
-        path = save_checkpoint(tmp_path / f"ckpt{size}", LM_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(size))
+    with pytest.raises(ValueError, match="a 45-token tokenizer with vocab_size 50"):
+        save_checkpoint(checkpoint.parent / "never", LM_MODEL_TYPE, model.cfg, model.state_dict(), char_tokenizer(45))
+    assert not (checkpoint.parent / "never").exists()
+    for size in (45, 55):  # shorter: generation would sample ids it has no token for
+        (checkpoint / "tokenizer.json").write_text(json.dumps(char_tokenizer(size).to_json()))
         with pytest.raises(UserError, match=f"has {size} tokens but config.json says vocab_size 50; the files come from"):
-            load_checkpoint(path)
+            load_checkpoint(checkpoint)
 
 
 def test_the_current_directory_is_a_path_and_an_empty_one_is_refused(checkpoint, monkeypatch):
     monkeypatch.chdir(checkpoint)
     assert load_checkpoint(".").config.decoder_layers == 6
-    assert load_checkpoint("../ckpt/.").config.decoder_layers == 6
+    (checkpoint / "sub").mkdir()
+    monkeypatch.chdir(checkpoint / "sub")
+    assert load_checkpoint("..").config.decoder_layers == 6
     with pytest.raises(UserError, match="--path: got an empty path"):
         load_checkpoint("")
 

@@ -60,6 +60,20 @@ def test_bf16_autocast_on_a_cpu_runs_attention_in_float32():
     assert q.grad.dtype == torch.bfloat16 and torch.isfinite(q.grad.float()).all()
 
 
+def test_self_and_cross_attention_reach_sdpa_in_float32_under_cpu_bf16_autocast(monkeypatch):
+    from layerdrop.models import TransformerTranslation, TransformerTranslationConfig
+
+    seen, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, k, v, **kw: seen.append(q.dtype) or sdpa(q, k, v, **kw))
+    model = TransformerTranslation(TransformerTranslationConfig(vocab_size=20, encoder_layers=1, decoder_layers=1,
+                                                                encoder_embed_dim=16, decoder_embed_dim=16)).train()
+    tokens = torch.randint(4, 20, (2, 6))
+    with autocast("bf16"):
+        model(tokens, tokens)
+    assert len(seen) == 3 and set(seen) == {torch.float32}  # encoder self, decoder self and cross attention
+
+
 def test_train_with_compile_and_bf16(tmp_path, corpus_dir):
     save = tmp_path / "c"
     proc = run_cli("train", "--data", str(corpus_dir), "--save-dir", str(save), "--max-update", "4",

@@ -91,16 +91,16 @@ def test_units_then_layers_and_never_twice():
     assert state2.keys() == state.keys()
 
 
-def test_a_second_unit_pruning_is_recorded_in_the_original_numbers():
+def test_a_second_head_pruning_resumes_without_pruning_again_and_a_second_halving_is_refused():
     model = tiny_model()  # 6 layers, 4 heads
-    config, state = prune_units(model.cfg, model.state_dict(), "decoder", {"heads_to_keep": "1,2,3",
-                                                                             "attention_layers_to_keep": "0,1,2,3"})
-    config, state = prune_units(config, state, "decoder", {"heads_to_keep": "0,2", "attention_layers_to_keep": "2,3,4"})
-    assert config.decoder_pruned_units == {"heads_to_keep": [1, 3], "attention_layers_to_keep": [2, 3]}
-    once = prune_units(model.cfg, model.state_dict(), "decoder", {"heads_to_keep": "1,3", "attention_layers_to_keep": "2,3"})
-    assert once[0].decoder_pruned_units == config.decoder_pruned_units
-    twice = build_model(config, state, "transformer_lm", "test", log=lambda _: None).eval()
-    torch.testing.assert_close(_logits(twice), _logits(build_model(*once, "transformer_lm", "test", log=lambda _: None).eval()))
+    config, state = prune_units(model.cfg, model.state_dict(), "decoder", {"heads_to_keep": "1,2,3"})
+    # A fine-tune of the pruned model that prunes its heads again, then the same command resumed.
+    request = dataclasses.replace(config, decoder_heads_to_keep="0,2")
+    config, state = apply_layers_to_keep(request, state, lambda _: None)
+    assert config.decoder_layer_heads == [2] * 6
+    logs = []
+    again, _ = apply_layers_to_keep(dataclasses.replace(config, decoder_heads_to_keep="0,2"), state, logs.append)
+    assert again.decoder_layer_heads == [2] * 6 and any("not pruning again" in line for line in logs)
     # Half of a half is a quarter, which no list of halves records: refused, not misrecorded.
     halved = prune_units(model.cfg, model.state_dict(), "decoder", {"ffn_halves_to_keep": "1"})
     with pytest.raises(UserError, match="--decoder-ffn-halves-to-keep: this checkpoint's FFNs were already halved"):

@@ -128,6 +128,8 @@ def save_checkpoint(
     run: dict[str, Any] | None = None,
 ) -> Path:
     target = Path(directory)
+    if len(tokenizer) != config.vocab_size:  # load_checkpoint refuses such a pair: never write one
+        raise ValueError(f"a {len(tokenizer)}-token tokenizer with vocab_size {config.vocab_size}")
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

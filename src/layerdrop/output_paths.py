@@ -14,10 +14,14 @@ def check_output_path(value: str | Path, flag: str, kind: str = "file") -> None:
     path = Path(value)
     if not str(value).strip() or not path.name or path.name in (".", ".."):
         raise UserError(f"{flag}: got {str(value)!r}; valid: a {kind} name such as results/out")
-    if kind == "file" and path.is_dir():
+    try:
+        is_dir = path.is_dir()
+        # The nearest existing folder above must be a directory we may write in (the rest is created).
+        above = next(p for p in path.absolute().parents if p.exists())
+    except OSError as error:  # a name too long, a folder we may not look into
+        raise write_failed(path, flag, error) from None
+    if kind == "file" and is_dir:
         raise UserError(f"{flag}: {str(path)!r} is a directory; valid: a file path")
-    # The nearest existing folder above must be a directory we may write in (the rest is created).
-    above = next(p for p in path.absolute().parents if p.exists())
     if not above.is_dir():
         raise UserError(f"{flag}: cannot write {str(path)!r}: {above} is a file, not a directory")
     if not os.access(above, os.W_OK | os.X_OK):

@@ -73,10 +73,10 @@ class Scorer:
         self.num_layers: int = getattr(config, f"{stack}_layers")
         # The checkpoint's number for each scored layer: a load-time keep list (--decoder-layers-to-keep 1,3)
         # scores layers 1 and 3 as 0 and 1, and what the analyses print must be used on --path as it is.
-        requested = (keep_flags or {}).get(f"{stack}_layers_to_keep")
-        self.layer_numbers: list[int] = (parse_layers_to_keep(requested, getattr(self.ckpt.config, f"{stack}_layers"),
-                                                              flag_name(f"{stack}_layers_to_keep"))
-                                         if requested is not None else list(range(self.num_layers)))
+        requested, stored = (keep_flags or {}).get(f"{stack}_layers_to_keep"), getattr(self.ckpt.config, f"{stack}_layers")
+        applied_now = requested is not None and stored != self.num_layers  # not a list the checkpoint already had
+        self.layer_numbers: list[int] = (parse_layers_to_keep(requested, stored, flag_name(f"{stack}_layers_to_keep"))
+                                         if applied_now else list(range(self.num_layers)))
         self.task = _task_for(self.ckpt, config, data, batch_size, max_valid_steps)
         if getattr(config, "num_classes", 0):
             from layerdrop.tasks.classification import metric_names

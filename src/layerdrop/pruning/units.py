@@ -148,7 +148,7 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
             ffn[l] = half * len(keep)
         parsed["ffn_halves_to_keep"] = keep
 
-    record = _combined_record(config_record(config, stack), parsed)
+    record = {**config_record(config, stack), **parsed}
     new_config = dataclasses.replace(config, **{
         f"{stack}_layer_heads": heads, f"{stack}_layer_ffn_dims": ffn, f"{stack}_pruned_units": record,
         **{f"{stack}_{name}": None for name in REQUESTS if hasattr(config, f"{stack}_{name}")},
@@ -159,20 +159,6 @@ def prune_units(config: Any, state_dict: Mapping[str, torch.Tensor] | None, stac
 def config_record(config: Any, stack: str) -> dict[str, list[int]]:
     """The unit pruning already applied to ``stack`` (field name -> units kept, in the original numbers)."""
     return getattr(config, f"{stack}_pruned_units", None) or {}
-
-
-def _combined_record(before: Mapping[str, list[int]], now: Mapping[str, list[int]]) -> dict[str, list[int]]:
-    """What a second pruning leaves, in the original model's numbers: heads kept are picked from those kept
-    before; sublayers kept are those both prunings kept."""
-    record = dict(before)
-    for name, keep in now.items():
-        if name not in before:
-            record[name] = keep
-        elif name == "heads_to_keep":
-            record[name] = [before[name][i] for i in keep]
-        else:  # attention_layers_to_keep, ffn_layers_to_keep: a removed sublayer stays removed
-            record[name] = sorted(set(before[name]) & set(keep))
-    return record
 
 
 def _already_applied(config: Any, stack: str, name: str, value: Any) -> bool:
