@@ -37,7 +37,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_profile.py
 	$(PY) benchmarks/step_profile.py --amp bf16
 	$(PY) benchmarks/step_profile.py --amp bf16 --attention-in-bf16
-	@if $(PY) -c "import transformers" 2>/dev/null; then $(PY) benchmarks/hf_speed.py; \
+	@if $(PY) -c "import transformers" 2>/dev/null; then $(PY) benchmarks/hf_speed.py && $(PY) benchmarks/hf_speed.py --amp bf16; \
 	else echo "hf_speed: skipped, transformers is not installed (pip install -e '.[bench]')"; fi
 	@if [ -n "$(NANOGPT_DIR)" ]; then $(PY) benchmarks/nanogpt_speed.py --nanogpt "$(NANOGPT_DIR)"; \
 	else echo "nanogpt_speed: skipped, set NANOGPT_DIR to a clone of https://github.com/karpathy/nanoGPT"; fi

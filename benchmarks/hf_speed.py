@@ -10,12 +10,17 @@ logits. Training is timed at p = 0, 0.2 and 0.5 (AdamW step included); inference
 mode. The contenders take turns in rounds, so machine noise hits both alike. Needs the benchmark extra:
 ``pip install -e ".[bench]"``.
 
-Writes benchmarks/results/hf_speed.json. Usage: python benchmarks/hf_speed.py [--rounds 4]
+With ``--amp bf16`` both sides run under the same ``torch.autocast`` (bf16 matrix products, float32 weights
+and optimizer) and the result goes to hf_speed_bf16.json; there layerdrop keeps attention in float32 on a
+CPU (see benchmarks/step_profile.py) while transformers leaves it to autocast.
+
+Writes benchmarks/results/hf_speed.json. Usage: python benchmarks/hf_speed.py [--rounds 4] [--amp bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import time
@@ -90,13 +95,18 @@ def count_layer_calls(model, side: str, counter: dict) -> None:
         layer.register_forward_hook(lambda *_: counter.__setitem__("calls", counter.get("calls", 0) + 1))
 
 
-def contender(kind: str, side: str, p: float, training: bool, counter: dict):
+def contender(kind: str, side: str, p: float, training: bool, counter: dict, amp: str | None = None):
     torch.manual_seed(0)
     model = {"lm": {"ours": ours_lm, "hf": hf_lm}, "mt": {"ours": ours_mt, "hf": hf_mt}}[kind][side](p)
     count_layer_calls(model, side, counter)
     tokens = torch.randint(4, VOCAB, (BATCH, LENGTH + 1), generator=torch.Generator().manual_seed(0))
     src, tgt, targets = tokens[:, :-1], tokens[:, :-1], tokens[:, 1:]
-    forward = logits_fn(kind, side, model, src, tgt)
+    plain = logits_fn(kind, side, model, src, tgt)
+
+    def forward(plan):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+            return plain(plan)
+
     if not training:
         model.eval()
 
@@ -112,7 +122,7 @@ def contender(kind: str, side: str, p: float, training: bool, counter: dict):
     def step() -> None:
         plan = model_drop_plan(model, 1, state["update"]) if side == "ours" else None
         state["update"] += 1
-        F.cross_entropy(forward(plan).flatten(0, 1), targets.flatten()).backward()
+        F.cross_entropy(forward(plan).float().flatten(0, 1), targets.flatten()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -140,8 +150,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps-per-round", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--out", default=str(RESULTS), help="JSON file to write")
+    parser.add_argument("--amp", choices=("bf16",), default=None, help="both sides under bf16 autocast")
+    parser.add_argument("--out", default=None, help="JSON file to write (default: results/hf_speed[_bf16].json)")
     args = parser.parse_args()
+    out = Path(args.out) if args.out else RESULTS.with_name(f"hf_speed{'_' + args.amp if args.amp else ''}.json")
     try:
         import transformers
     except ImportError:
@@ -152,11 +164,13 @@ def main() -> None:
         cases = [("training", p) for p in RATES] + [("inference", None)]
         for mode, p in cases:
             counters = {"ours": {}, "hf": {}}
-            per_call = race({side: contender(kind, side, p or 0.0, mode == "training", counters[side]) for side in ("ours", "hf")},
+            per_call = race({side: contender(kind, side, p or 0.0, mode == "training", counters[side], args.amp)
+                             for side in ("ours", "hf")},
                             args.rounds, args.steps_per_round, args.warmup)
             calls = args.rounds * args.steps_per_round + args.warmup
             ran = {side: c.get("calls", 0) / (calls * c["layers"]) for side, c in counters.items()}
-            row = {"model": "decoder-only vs OPTForCausalLM" if kind == "lm" else "encoder-decoder vs BartForConditionalGeneration",
+            model = "decoder-only vs OPTForCausalLM" if kind == "lm" else "encoder-decoder vs BartForConditionalGeneration"
+            row = {"model": model + (f", {args.amp} autocast" if args.amp else ""),
                    "mode": mode, "p": p, "ours_tokens_per_second": tokens / per_call["ours"],
                    "hf_tokens_per_second": tokens / per_call["hf"], "ratio": per_call["hf"] / per_call["ours"],
                    "ours_layers_run_share": ran["ours"], "hf_layers_run_share": ran["hf"]}
@@ -164,12 +178,11 @@ def main() -> None:
             print(f"{row['model']:<48} {mode:<9} p={p if p is not None else '-':<4} ours {row['ours_tokens_per_second']:>8,.0f} "
                   f"tok/s  hf {row['hf_tokens_per_second']:>8,.0f} tok/s  ratio {row['ratio']:.2f}x  layers run "
                   f"{ran['ours']:.0%} / {ran['hf']:.0%}", flush=True)
-    result = {"benchmark": "hf_speed", "shape": dict(vocab=VOCAB, layers=LAYERS, width=WIDTH, ffn=FFN, heads=HEADS,
+    result = {"benchmark": "hf_speed", "amp": args.amp, "shape": dict(vocab=VOCAB, layers=LAYERS, width=WIDTH, ffn=FFN, heads=HEADS,
                                                       length=LENGTH, batch=BATCH),
               "rows": rows, "target": "ratio (ours tokens/s / HF tokens/s) >= 1.1 in every row",
               "target_met": all(r["ratio"] >= 1.1 for r in rows), "transformers": transformers.__version__,
               "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine()}
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"target met: {result['target_met']}\nwrote {out}")

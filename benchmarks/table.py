@@ -74,8 +74,8 @@ def pruned_inference(data: dict) -> list[tuple[str, str, str, bool | None]]:
             for r in data["rows"]]
 
 
-READERS = {"train_speed": train_speed, "hf_speed": hf_speed, "nanogpt_speed": nanogpt_speed, "ddp_speed": ddp_speed,
-           "pruned_inference": pruned_inference}
+READERS = {"train_speed": train_speed, "hf_speed": hf_speed, "hf_speed_bf16": hf_speed, "nanogpt_speed": nanogpt_speed,
+           "ddp_speed": ddp_speed, "pruned_inference": pruned_inference}
 
 
 def main() -> None:
