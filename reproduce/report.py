@@ -164,7 +164,7 @@ def budget_section(data: dict[str, Any]) -> list[str]:
             "of 64 pairs, BART's choices (post-LN, embedding LayerNorm, no residual init scaling); test BLEU, beam 5, "
             "decoder pruned every other way, checkpoint_last. Mean ± standard deviation over seeds ("
             + seeds_per_model(study["per_seed"]) + "). Raw numbers and every command: [`translation_budget.json`](translation_budget.json); the study "
-            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 18.", ""] + \
+            "behind it: docs/layerdrop_at_short_budgets.md, sections 9 to 19.", ""] + \
         lines_table(study["lines"], depths, 1, study["std"]) + ["", other_budget_runs(data), ""]
 
 
