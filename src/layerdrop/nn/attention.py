@@ -17,8 +17,8 @@ from torch import nn
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> torch.Tensor:
     """``F.scaled_dot_product_attention``; under bf16 autocast on a CPU it runs in float32, because torch's CPU
     attention backward in bf16 is several times slower than in float32 and took the matrix products' saving
-    (benchmarks/step_profile.py --amp bf16 on nanoGPT's configuration: attention 44 % of an update before
-    this, 18 % after; 12 % in float32)."""
+    (benchmarks/step_profile.py --amp bf16 on nanoGPT's configuration: attention 44 % of the operators' CPU
+    time before this, 18 % after; 11 % in float32)."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kwargs)
