@@ -160,6 +160,14 @@ def test_sweep_cli_writes_table_json_and_plot(trained, tmp_path):
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_sweep_checks_every_checkpoint_before_scoring_any(trained, tmp_path):
+    shallow = tmp_path / "shallow"
+    run_cli("prune", "--path", str(trained), "--decoder-layers-to-keep", "0,2", "--out", str(shallow))
+    proc = run_cli("sweep", "--path", str(trained), "--path", str(shallow), "--depths", "4,2", "--out",
+                   str(tmp_path / "sweep"), check_rc=2)
+    assert "--depths: [4] exceed the 2 decoder layers of" in proc.stderr and "layers [" not in proc.stdout
+
+
 def test_importance_cli_writes_table_json_and_plot(trained, tmp_path):
     out = tmp_path / "imp"
     proc = run_cli("importance", "--path", str(trained), "--depth", "2", "--samples", "20", "--out", str(out))
