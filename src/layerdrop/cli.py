@@ -21,7 +21,7 @@ import torch
 from layerdrop.checkpoint import load_checkpoint, load_model, parse_overrides, save_checkpoint
 from layerdrop.config import MAX_SIZE, check_field_types, flag_name, shorten
 from layerdrop.errors import UserError
-from layerdrop.output_paths import check_output_path, write_failed
+from layerdrop.output_paths import check_new_directory, check_output_path, write_failed
 from layerdrop.models import (
     ENCODER_MODEL_TYPE, LM_MODEL_TYPE, TRANSLATION_MODEL_TYPE, TransformerEncoderConfig, TransformerLMConfig, TransformerTranslationConfig,
     num_params,
@@ -278,12 +278,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     if not keep:
         raise UserError("prune: no keep list given; valid: --decoder-layers-to-keep 0,2,4 (and/or --encoder-layers-to-keep), "
                         "or a unit flag such as --decoder-heads-to-keep 0,2")
-    check_output_path(args.out, "--out", kind="directory")
-    source, out = Path(args.path).resolve(), Path(args.out).resolve()
-    if out.exists():
-        raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
-    if out == source or source in out.parents or out in source.parents:
-        raise UserError(f"--out: {args.out!r} overlaps --path {args.path!r}; valid: a directory outside the checkpoint")
+    check_new_directory(args.out, args.path, "--path")
+    out = Path(args.out).resolve()
     ckpt = load_checkpoint(args.path, "--path", flag_overrides=keep)
     print(f"num. model params: {sum(t.numel() for t in ckpt.state_dict.values())} (before)")
     ckpt.config.validate()

@@ -28,6 +28,16 @@ def check_output_path(value: str | Path, flag: str, kind: str = "file") -> None:
         raise UserError(f"{flag}: cannot write {str(path)!r}: {above} is not writable")
 
 
+def check_new_directory(value: str | Path, source: str | Path, source_flag: str) -> None:
+    """``--out`` for a pruned copy of ``source``: a new directory, neither inside the source nor holding it."""
+    check_output_path(value, "--out", kind="directory")
+    out, source_dir = Path(value).resolve(), Path(source).resolve()
+    if out.exists():
+        raise UserError(f"--out: {str(value)!r} already exists; valid: a new directory (nothing is overwritten)")
+    if out == source_dir or source_dir in out.parents or out in source_dir.parents:
+        raise UserError(f"--out: {str(value)!r} overlaps {source_flag} {str(source)!r}; valid: a directory outside it")
+
+
 def write_failed(path: Path, flag: str, error: OSError) -> UserError:
     """What a write that fails anyway (a full disk, /proc) tells the user."""
     return UserError(f"{flag}: cannot write {str(path)!r} ({error.strerror or error})")

@@ -15,7 +15,7 @@ from layerdrop.errors import UserError
 from layerdrop.integrations.hf.families import family_of, layer_lists
 from layerdrop.integrations.hf.pruning import KEPT_FIELD, prune
 from layerdrop.integrations.hf.scoring import load_model
-from layerdrop.output_paths import check_output_path, write_failed
+from layerdrop.output_paths import check_new_directory, write_failed
 from layerdrop.pruning.indices import parse_layers_to_keep
 
 
@@ -61,11 +61,7 @@ def prune_command(args: argparse.Namespace) -> int:
     source, out = Path(args.model), Path(args.out).resolve()
     if not source.is_dir():
         raise UserError(f"--model: {args.model!r} is not a directory; valid: a model directory written by save_pretrained")
-    check_output_path(args.out, "--out", kind="directory")
-    if out.exists():
-        raise UserError(f"--out: {args.out!r} already exists; valid: a new directory (nothing is overwritten)")
-    if source.resolve() in (out, *out.parents) or out in source.resolve().parents:
-        raise UserError(f"--out: {args.out!r} overlaps --model {args.model!r}; valid: a directory outside the model's")
+    check_new_directory(args.out, args.model, "--model")
     model = load_model(args.model, for_scoring=False)
     stacks = list(family_of(model).stacks)
     counts = {stack: len(layers) for stack, layers in layer_lists(model).items()}
