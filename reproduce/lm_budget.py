@@ -9,6 +9,9 @@ LayerDrop rate rising over the first sixth as in the translation recipe, and mea
 per character) every 500 updates and, on checkpoint_last, at 8, 6, 4 and 2 layers (every other kept; 6 from
 round twelve on, and for earlier runs whose checkpoint was still there, ``--rescore``).
 
+Runs named ``*_wikichar`` (round fifteen) train the same models on WikiText-2 read as characters, where 5,000
+updates are half a pass instead of five, so depth is not held back by the data (they need ../shared/data).
+
 Runs go one at a time with one thread each (they may share the cores with other experiments: losses, not
 speed, are measured); each resumes where it stopped and a published run is read back, not trained again.
 Results: docs/results/lm_budget.json.
@@ -28,7 +31,7 @@ import sys
 
 from fig2_lm import PRESETS
 from lm_architecture import BART_LIKE
-from study import keep_list, merge_json, RESULTS, RUNS, table_value, train_variants, write_json
+from study import keep_list, merge_json, RESULTS, RUNS, SHARED_DATA, table_value, train_variants, write_json
 
 MAX_UPDATE = 5000
 VALIDATE_EVERY = 500
@@ -107,6 +110,19 @@ for _seed in LM_SEEDS:
     VARIANTS[f"s{_seed}_p0.5_warmup800_distill_served642up_sandwich_bartlike"] = (
         _seed, 8, [*VARIANTS["s1_p0.5_warmup800_distill_evenly_bartlike"][2], "--layerdrop-depths", "6,4,2",
                    "--layerdrop-depths-round", "up", "--layerdrop-sandwich"])
+# Round fifteen: on Tiny Shakespeare depth pays 0.043 nats from 4 to 8 layers, under the 0.05 the issue asks, and
+# the models are data-bound (5,000 updates are five passes over 1M characters; the 6-layer model ends at train loss
+# 1.28 against valid 1.49). WikiText-2 read as characters has 10.8M training characters, so the same budget is half
+# a pass. The same models and flags on it: first the precondition (8 layers against 4 from scratch), then the
+# sandwich model and the models from scratch it is compared with. Needs ../shared/data. With the 100-update learning
+# rate warmup of Tiny Shakespeare, 8 and 4 layers sat on the unigram plateau (3.18 nats) for 3,000 updates; an
+# 800-update warmup (as long as the LayerDrop rate's) leaves it within 200.
+WIKICHAR = ["--data", str(SHARED_DATA / "wikitext-2"), "--tokenizer", "char", "--warmup-updates", "800"]
+for _seed in LM_SEEDS:
+    for _model in ("p0.0_bartlike", "scratch6_bartlike", "scratch4_bartlike", "scratch2_bartlike",
+                   "p0.5_warmup800_distill_served642late_sandwich_bartlike"):
+        _, _layers, _flags = VARIANTS[f"s{_seed}_{_model}"]
+        VARIANTS[f"s{_seed}_{_model}_wikichar"] = (_seed, _layers, [*_flags, *WIKICHAR])
 RUN_DIR = RUNS / "lm_budget"
 RESULT = RESULTS / "lm_budget.json"
 

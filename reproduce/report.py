@@ -209,9 +209,11 @@ def seed_lines(runs: dict[str, Any], models: dict[str, str], scores: str) -> dic
     return {"lines": lines, "std": std, "per_seed": per_seed}
 
 
-def lm_budget_lines(data: dict[str, Any]) -> dict[str, Any]:
-    """lm_budget.json's models as a study's lines: validation loss per depth kept, over the seeds that ran."""
-    return seed_lines(data.get("runs", {}), LM_BUDGET_MODELS, "valid_loss_by_depth")
+def lm_budget_lines(data: dict[str, Any], corpus: str = "") -> dict[str, Any]:
+    """lm_budget.json's models as a study's lines: validation loss per depth kept, over the seeds that ran. The
+    runs on another corpus carry its suffix (``_wikichar``: WikiText-2 read as characters)."""
+    models = {f"{model}{corpus}": label for model, label in LM_BUDGET_MODELS.items()}
+    return seed_lines(data.get("runs", {}), models, "valid_loss_by_depth")
 
 
 def lm_budget_section(data: dict[str, Any]) -> list[str]:
@@ -224,6 +226,20 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
             "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14, 15, 16, 17 and 18.", ""] + \
+        lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""] + lm_wikichar_section(data)
+
+
+def lm_wikichar_section(data: dict[str, Any]) -> list[str]:
+    """The same LMs on WikiText-2 read as characters (round fifteen), where the budget is half a pass."""
+    study = lm_budget_lines(data, "_wikichar")
+    if not study["lines"]:
+        return []
+    return ["## Language model on WikiText-2 characters (5,000 updates, BART-like architecture)", "",
+            "`python reproduce/lm_budget.py --only NAME_wikichar,...`: the models above on WikiText-2 read as "
+            "characters (10.8M training characters, so 5,000 updates are half a pass; Tiny Shakespeare's are five), "
+            "with an 800-update learning-rate warmup. Validation loss (nats per character, whole split, lower is "
+            f"better), checkpoint_last, pruned every other way ({seeds_per_model(study['per_seed'])}). The study "
+            "behind it: docs/layerdrop_at_short_budgets.md, section 20.", ""] + \
         lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
 
 
@@ -481,6 +497,7 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
                 rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
     if "lm_budget" in results:
         rows += lm_targets(lm_budget_lines(results["lm_budget"]), "5,000 updates, BART-like")
+        rows += lm_targets(lm_budget_lines(results["lm_budget"], "_wikichar"), "WikiText-2 characters, 5,000 updates, BART-like")
     if "fig3_classification" in results:
         data = results["fig3_classification"]
         for task, lines in data["tasks"].items():
