@@ -123,6 +123,15 @@ for _seed in LM_SEEDS:
                    "p0.5_warmup800_distill_served642late_sandwich_bartlike"):
         _, _layers, _flags = VARIANTS[f"s{_seed}_{_model}"]
         VARIANTS[f"s{_seed}_{_model}_wikichar"] = (_seed, _layers, [*_flags, *WIKICHAR])
+# On seed 1 of WikiText-2 characters depth pays 0.053 nats from 4 to 8 layers, but the sandwich model is 1.9 %
+# behind the baseline at full depth and behind the models from scratch at every pruned depth, and no model is at a
+# plateau after half a pass. On translation LayerDrop's full-depth cost was mostly a cost of stopping early
+# (section 9), so the same models for twice the updates (the cosine schedule stretched to them), seed 1.
+for _seed in LM_SEEDS:
+    for _model in ("p0.0_bartlike", "scratch6_bartlike", "scratch4_bartlike", "scratch2_bartlike",
+                   "p0.5_warmup800_distill_served642late_sandwich_bartlike"):
+        _, _layers, _flags = VARIANTS[f"s{_seed}_{_model}_wikichar"]
+        VARIANTS[f"s{_seed}_{_model}_wikichar_u10000"] = (_seed, _layers, [*_flags, "--max-update", "10000"])
 RUN_DIR = RUNS / "lm_budget"
 RESULT = RESULTS / "lm_budget.json"
 

@@ -226,21 +226,26 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "
             "docs/layerdrop_at_short_budgets.md, sections 10.2, 11, 13, 14, 15, 16, 17 and 18.", ""] + \
-        lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""] + lm_wikichar_section(data)
+        lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""] + \
+        [line for suffix, updates in LM_WIKICHAR.items() for line in lm_wikichar_section(data, suffix, updates)]
 
 
-def lm_wikichar_section(data: dict[str, Any]) -> list[str]:
-    """The same LMs on WikiText-2 read as characters (round fifteen), where the budget is half a pass."""
-    study = lm_budget_lines(data, "_wikichar")
+# lm_budget.py's runs on WikiText-2 read as characters (round fifteen): run-name suffix -> updates
+LM_WIKICHAR = {"_wikichar": "5,000", "_wikichar_u10000": "10,000"}
+
+
+def lm_wikichar_section(data: dict[str, Any], suffix: str, updates: str) -> list[str]:
+    """The same LMs on WikiText-2 read as characters, where 5,000 updates are half a pass."""
+    study = lm_budget_lines(data, suffix)
     if not study["lines"]:
         return []
-    return ["## Language model on WikiText-2 characters (5,000 updates, BART-like architecture)", "",
-            "`python reproduce/lm_budget.py --only NAME_wikichar,...`: the models above on WikiText-2 read as "
-            "characters (10.8M training characters, so 5,000 updates are half a pass; Tiny Shakespeare's are five), "
-            "with an 800-update learning-rate warmup. Validation loss (nats per character, whole split, lower is "
-            f"better), checkpoint_last, pruned every other way ({seeds_per_model(study['per_seed'])}). The study "
-            "behind it: docs/layerdrop_at_short_budgets.md, section 20.", ""] + \
-        lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
+    return [f"## Language model on WikiText-2 characters ({updates} updates, BART-like architecture)", "",
+            f"`python reproduce/lm_budget.py --only NAME{suffix},...`: the Tiny Shakespeare models above on WikiText-2 "
+            f"read as characters (10.8M training characters; 5,000 updates are half a pass, where Tiny Shakespeare's "
+            f"are five), {updates} updates, with an 800-update learning-rate warmup. Validation loss (nats per "
+            f"character, whole split, lower is better), checkpoint_last, pruned every other way "
+            f"({seeds_per_model(study['per_seed'])}). The study behind it: docs/layerdrop_at_short_budgets.md, "
+            "section 20.", ""] + lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
 
 
 GLUE_SOURCES = {"random": "random initialisation", "p0.0_u1000": "pretrained 1,000 updates",
@@ -497,7 +502,9 @@ def claims(results: dict[str, dict[str, Any]]) -> list[str]:
                 rows += translation_targets(budget, label, where=f"; {BUDGET_LABEL}")
     if "lm_budget" in results:
         rows += lm_targets(lm_budget_lines(results["lm_budget"]), "5,000 updates, BART-like")
-        rows += lm_targets(lm_budget_lines(results["lm_budget"], "_wikichar"), "WikiText-2 characters, 5,000 updates, BART-like")
+        for suffix, updates in LM_WIKICHAR.items():
+            rows += lm_targets(lm_budget_lines(results["lm_budget"], suffix),
+                               f"WikiText-2 characters, {updates} updates, BART-like")
     if "fig3_classification" in results:
         data = results["fig3_classification"]
         for task, lines in data["tasks"].items():
