@@ -149,6 +149,21 @@ def test_lm_budget_targets_on_three_seeds_hold_only_on_every_seed():
     assert verdicts == ["holds", "not established (holds on the means, not on every seed)",
                         "not established (one seed of the model compared against)"]
 
+def test_lm_budget_keeps_each_corpus_and_budget_apart():
+    """Runs on WikiText-2 characters (``_wikichar``) and their longer budget (``_wikichar_u10000``) form their own
+    lines: none of them is averaged into Tiny Shakespeare's, nor into each other's."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import lm_budget_lines
+
+    runs = {f"s1_p0.0_bartlike{suffix}": {"seed": 1, "valid_loss_by_depth": {"8": loss}}
+            for suffix, loss in (("", 1.47), ("_wikichar", 1.30), ("_wikichar_u10000", 1.25))}
+    runs["s2_p0.0_bartlike_wikichar"] = {"seed": 2, "valid_loss_by_depth": {"8": 1.32}}
+    line = lambda suffix: lm_budget_lines({"runs": runs}, suffix)["lines"]["baseline p=0"]["8"]
+    assert line("") == 1.47
+    assert round(line("_wikichar"), 6) == 1.31
+    assert line("_wikichar_u10000") == 1.25
+
+
 def test_lm_budget_counts_two_of_three_pruned_depths():
     """With 6, 4 and 2 layers from scratch, one more row judges the issue's "2 of 3 pruned depths"."""
     sys.path.insert(0, str(ROOT / "reproduce"))
