@@ -164,6 +164,29 @@ def test_lm_budget_keeps_each_corpus_and_budget_apart():
     assert line("_wikichar_u10000") == 1.25
 
 
+def test_results_md_judges_each_lm_corpus_against_its_own_baseline():
+    """RESULTS.md gets a section per corpus and budget, and each one's full-depth row is judged against the baseline
+    of that corpus and budget."""
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from report import claims, lm_budget_section
+
+    sandwich = "p0.5_warmup800_distill_served642late_sandwich_bartlike"
+    runs = {}
+    for suffix, base, ours in (("", 1.47, 1.48), ("_wikichar", 1.30, 1.32), ("_wikichar_u10000", 1.25, 1.26)):
+        runs[f"s1_p0.0_bartlike{suffix}"] = {"seed": 1, "valid_loss_by_depth": {"8": base}}
+        runs[f"s1_{sandwich}{suffix}"] = {"seed": 1, "valid_loss_by_depth": {"8": ours}}
+    data = {"max_update": 5000, "runs": runs}
+    titles = [line for line in lm_budget_section(data) if line.startswith("## ")]
+    assert titles == ["## Language model trained longer (5,000 updates, BART-like architecture)",
+                      "## Language model on WikiText-2 characters (5,000 updates, BART-like architecture)",
+                      "## Language model on WikiText-2 characters (10,000 updates, BART-like architecture)"]
+    full_depth = [line for line in claims({"lm_budget": data}) if "within 1 % of the baseline" in line]
+    assert len(full_depth) == 3
+    assert "5,000 updates, BART-like) | 1.480 vs 1.470" in full_depth[0]
+    assert "WikiText-2 characters, 5,000 updates, BART-like) | 1.320 vs 1.300" in full_depth[1]
+    assert "WikiText-2 characters, 10,000 updates, BART-like) | 1.260 vs 1.250" in full_depth[2]
+
+
 def test_lm_budget_counts_two_of_three_pruned_depths():
     """With 6, 4 and 2 layers from scratch, one more row judges the issue's "2 of 3 pruned depths"."""
     sys.path.insert(0, str(ROOT / "reproduce"))
