@@ -209,10 +209,10 @@ def seed_lines(runs: dict[str, Any], models: dict[str, str], scores: str) -> dic
     return {"lines": lines, "std": std, "per_seed": per_seed}
 
 
-def lm_budget_lines(data: dict[str, Any], corpus: str = "") -> dict[str, Any]:
-    """lm_budget.json's models as a study's lines: validation loss per depth kept, over the seeds that ran. The
-    runs on another corpus carry its suffix (``_wikichar``: WikiText-2 read as characters)."""
-    models = {f"{model}{corpus}": label for model, label in LM_BUDGET_MODELS.items()}
+def lm_budget_lines(data: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    """lm_budget.json's models as a study's lines: validation loss per depth kept, over the seeds that ran. Runs on
+    another corpus or budget carry a suffix (``_wikichar``, ``_wikichar_u10000``: WikiText-2 read as characters)."""
+    models = {f"{model}{suffix}": label for model, label in LM_BUDGET_MODELS.items()}
     return seed_lines(data.get("runs", {}), models, "valid_loss_by_depth")
 
 
