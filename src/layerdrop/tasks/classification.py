@@ -21,6 +21,7 @@ from layerdrop.data.glue import TASKS, Examples, GlueTask, check_directory, load
 from layerdrop.data.tokenizers import BPETokenizer, require_bpe
 from layerdrop.config import shorten
 from layerdrop.errors import UserError
+from layerdrop.plateau import frequency_entropy
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 from layerdrop.pruning.units import without_requests
 from layerdrop.tasks.glue_metrics import glue_metrics, glue_score
@@ -97,6 +98,7 @@ class ClassificationTask:
     model_type = MODEL_TYPE
     config_class = TransformerEncoderConfig
     default_tokenizer = "bpe"
+    predicts = "label"
     selection = ("score", True)  # the best checkpoint has the highest GLUE score on dev (or the held-out examples)
 
     def __init__(self, run: Any, log=print):
@@ -152,6 +154,8 @@ class ClassificationTask:
         self.train_ids = encode_examples(tokenizer, self.train_examples, config)
         self.train_labels = label_ids(config, self.train_examples, "train.tsv")
         self.sampler = EpochSampler([len(ids) for ids in self.train_ids], self.run.batch_size, self.run.seed)
+        # The majority-class trap of small GLUE sets (RTE): a classifier that predicts the label frequencies.
+        self.frequency_plateau = None if config.regression_range else frequency_entropy(torch.tensor(self.train_labels))
         smallest = 4 if len(self.train_examples.texts[0]) == 2 else 3
         if config.tokens_per_sample < smallest:
             raise UserError(f"--tokens-per-sample: got {config.tokens_per_sample}; valid: at least {smallest} "

@@ -11,6 +11,7 @@ from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import Tokenizer, build_tokenizer, encode_tensor
 from layerdrop.errors import UserError
 from layerdrop.evaluate import evaluate_lm
+from layerdrop.plateau import frequency_entropy
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models import LM_MODEL_TYPE, TransformerLMConfig
 
@@ -20,6 +21,7 @@ class LanguageModelingTask:
     model_type = LM_MODEL_TYPE
     config_class = TransformerLMConfig
     default_tokenizer = "char"
+    predicts = "token"
 
     def __init__(self, run: Any):
         self.run = run
@@ -37,6 +39,7 @@ class LanguageModelingTask:
         if self.train_tokens.numel() < self.context + 1:
             raise UserError(f"--data {self.corpus.source}: the train split has {self.train_tokens.numel()} tokens, fewer than "
                             f"--tokens-per-sample + 1 ({self.context + 1}); valid: a longer split or a smaller --tokens-per-sample")
+        self.frequency_plateau = frequency_entropy(self.train_tokens)
         valid = self.corpus.texts.get("valid")
         self.valid_tokens = encode_tensor(tokenizer, valid) if valid else None
         if self.valid_tokens is not None and self.valid_tokens.numel() < 2:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import require_bpe, SPECIALS, BPETokenizer
 from layerdrop.errors import UserError
+from layerdrop.plateau import frequency_entropy
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -43,6 +44,7 @@ class MaskedLMTask:
     model_type = MODEL_TYPE
     config_class = TransformerEncoderConfig
     default_tokenizer = "bpe"
+    predicts = "masked token"
 
     def __init__(self, run: Any):
         self.run = run
@@ -72,6 +74,8 @@ class MaskedLMTask:
         if self.train_stream.numel() < self.block:
             raise UserError(f"--data {self.corpus.source}: the train split has {self.train_stream.numel()} tokens, fewer than "
                             f"--tokens-per-sample - 1 ({self.block})")
+        # Only regular tokens are ever masked, so only they are predicted.
+        self.frequency_plateau = frequency_entropy(self.train_stream[self.train_stream.ge(len(SPECIALS))])
         valid = self.corpus.texts.get("valid")
         self.valid_stream = self.stream(tokenizer, valid) if valid and valid.strip() else None
         summary = f"{self.corpus.source}: {self.train_stream.numel():,} train tokens"
