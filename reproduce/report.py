@@ -379,7 +379,7 @@ def lm_targets(study: dict[str, Any], where: str) -> list[tuple[str, str, str]]:
         if "8" in base and "8" in ours:
             a, b = compared_means(lines, per_seed, label, base_label, "8")
             rows.append((f"LM: LayerDrop at full depth within 1 % of the baseline's validation loss ({label}; {where})",
-                         f"{a:.3f} vs {b:.3f} ({(a / b - 1) * 100:+.1f} %)",
+                         f"{a:.3f} vs {b:.3f} ({(a / b - 1) * 100:+.2f} %)",
                          seed_verdict(per_seed, label, base_label, "8", lambda a, b: a <= b * 1.01, a <= b * 1.01)))
         verdicts = {}
         for depth in (depth for depth in ("6", "4", "2") if depth in scratch and depth in ours):

@@ -120,11 +120,11 @@ def test_lm_budget_targets_need_more_than_one_seed():
     rows = lm_targets(lm_budget_lines(data), "test")
     # The small models trained at 4 and at 2 layers form one line, so the pruned model meets each at its depth.
     assert [(measured, verdict) for _, measured, verdict in rows] == [
-        ("1.480 vs 1.470 (+0.7 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold"),
+        ("1.480 vs 1.470 (+0.68 %)", "not established (one seed)"), ("1.620 vs 1.520", "does not hold"),
         ("1.840 vs 1.900", "not established (one seed)")]
     # A second seed of the baseline alone does not move the comparison, which pairs seed 1 with seed 1.
     data["runs"]["s2_p0.0_bartlike"] = run(2, {"8": 1.40})
-    assert lm_targets(lm_budget_lines(data), "test")[0][1] == "1.480 vs 1.470 (+0.7 %)"
+    assert lm_targets(lm_budget_lines(data), "test")[0][1] == "1.480 vs 1.470 (+0.68 %)"
 
 
 def test_lm_budget_targets_on_three_seeds_hold_only_on_every_seed():
