@@ -154,8 +154,9 @@ def run_one(name: str) -> dict:
         scores[str(depth)] = table_value(proc.stdout, "loss")
         write_json(scores_file, scores)
     valid = {m.group(1): float(m.group(2)) for m in re.finditer(r"valid at update (\d+): loss ([\d.]+)", log.read_text())}
-    return {"seed": seed, "decoder_layers": layers, "flags": flags, "command": command[1:], "valid": valid,
-            "valid_loss_by_depth": scores}
+    budget = command[max(i for i, arg in enumerate(command) if arg == "--max-update") + 1]  # argparse keeps the last
+    return {"seed": seed, "decoder_layers": layers, "max_update": int(budget), "flags": flags, "command": command[1:],
+            "valid": valid, "valid_loss_by_depth": scores}
 
 
 def main() -> None:
@@ -192,7 +193,8 @@ def rescore(names: list[str]) -> None:
 
 
 def add_run(results: dict, name: str, record: dict) -> None:
-    results["max_update"] = MAX_UPDATE
+    results.pop("max_update", None)  # written before runs had budgets of their own
+    results["default_max_update"] = MAX_UPDATE  # each record's own is its "max_update"
     results.setdefault("runs", {})[name] = record
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
     study = lm_budget_lines(data)
     return ["## Language model trained longer (5,000 updates, BART-like architecture)", "",
             "`python reproduce/lm_budget.py`: Figure 2's Tiny Shakespeare LM (8 layers, width 128, 16 × 64 characters "
-            f"an update) for {data.get('max_update', 5000):,} updates with BART's choices; validation loss (nats per "
+            f"an update) for {data.get('default_max_update', 5000):,} updates with BART's choices; validation loss (nats per "
             "character, whole split, lower is better), checkpoint_last, pruned every other way. Mean ± standard "
             f"deviation over seeds where a model ran with more than one ({seeds_per_model(study['per_seed'])}). Raw "
             "numbers and every command: [`lm_budget.json`](lm_budget.json); the study behind it: "

@@ -175,7 +175,7 @@ def test_results_md_judges_each_lm_corpus_against_its_own_baseline():
     for suffix, base, ours in (("", 1.47, 1.48), ("_wikichar", 1.30, 1.32), ("_wikichar_u10000", 1.25, 1.26)):
         runs[f"s1_p0.0_bartlike{suffix}"] = {"seed": 1, "valid_loss_by_depth": {"8": base}}
         runs[f"s1_{sandwich}{suffix}"] = {"seed": 1, "valid_loss_by_depth": {"8": ours}}
-    data = {"max_update": 5000, "runs": runs}
+    data = {"default_max_update": 5000, "runs": runs}
     titles = [line for line in lm_budget_section(data) if line.startswith("## ")]
     assert titles == ["## Language model trained longer (5,000 updates, BART-like architecture)",
                       "## Language model on WikiText-2 characters (5,000 updates, BART-like architecture)",
