@@ -154,9 +154,13 @@ def run_one(name: str) -> dict:
         scores[str(depth)] = table_value(proc.stdout, "loss")
         write_json(scores_file, scores)
     valid = {m.group(1): float(m.group(2)) for m in re.finditer(r"valid at update (\d+): loss ([\d.]+)", log.read_text())}
-    budget = command[max(i for i, arg in enumerate(command) if arg == "--max-update") + 1]  # argparse keeps the last
-    return {"seed": seed, "decoder_layers": layers, "max_update": int(budget), "flags": flags, "command": command[1:],
+    return {"seed": seed, "decoder_layers": layers, "max_update": max_update(command), "flags": flags, "command": command[1:],
             "valid": valid, "valid_loss_by_depth": scores}
+
+
+def max_update(command: list[str]) -> int:
+    """A run's budget: the last --max-update of its command, the one argparse keeps."""
+    return int(command[max(i for i, arg in enumerate(command) if arg == "--max-update") + 1])
 
 
 def main() -> None:

@@ -1,40 +1,84 @@
+import collections
 import math
+import random
 
+import pytest
 import torch
 
-from layerdrop.plateau import EARLIEST_UPDATE, frequency_entropy, plateau_warning
+from layerdrop.plateau import PlateauWatch, flat_ids, frequency_loss
+from layerdrop.tasks import ClassificationTask, LanguageModelingTask
 from layerdrop.train import TrainConfig, train
 
+from test_glue import write_glue
 
 
-def test_frequency_entropy_is_the_loss_of_predicting_by_frequency():
-    assert math.isclose(frequency_entropy(torch.tensor([0, 1, 2, 3])), math.log(4))
-    assert math.isclose(frequency_entropy(torch.tensor([[5, 5], [5, 9]])), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
-    assert frequency_entropy(torch.tensor([7, 7, 7])) == 0.0
+def test_frequency_loss_is_the_validation_loss_of_predicting_by_training_frequency():
+    # add-one smoothed over 3 ids: shares 3/6, 2/6, 1/6
+    assert math.isclose(frequency_loss(torch.tensor([0, 0, 1]), torch.tensor([0, 1]), 3), -(math.log(1 / 2) + math.log(1 / 3)) / 2)
+    assert math.isclose(frequency_loss(torch.tensor([0]), torch.tensor([4]), 2), -math.log(1 / 6))  # unseen: finite
+    assert flat_ids([[1, 2], [], [3]], extra=9).tolist() == [1, 2, 3, 9, 9, 9]
 
 
-def test_warns_only_after_the_warmup_and_only_on_the_plateau():
-    late = max(EARLIEST_UPDATE, 801)
-    assert plateau_warning(3.18, 3.1791, late, 800) is not None
-    assert plateau_warning(3.40, 3.1791, late, 800) is not None  # above it counts too: no better than frequencies
-    assert plateau_warning(3.15, 3.1791, late, 800) is None  # 0.03 nats below: left it
-    assert plateau_warning(3.18, 3.1791, 800, 800) is None  # the learning rate is still warming up
-    assert plateau_warning(3.18, 3.1791, EARLIEST_UPDATE - 1, 0) is None  # every run passes the plateau early on
-    assert plateau_warning(3.18, None, late, 800) is None  # no frequencies to compare with (regression)
-    message = plateau_warning(3.18, 3.1791, late, 800, "label")
-    assert "each label" in message and "--warmup-updates (now 800)" in message and "3.1791" in message
+def test_told_once_after_two_validations_on_the_plateau_or_at_the_end():
+    watch = PlateauWatch(3.18, warmup_updates=800, max_update=5000)
+    assert watch.check(3.18, 500) is None and watch.check(3.18, 800) is None  # the learning rate is still warming up
+    assert watch.check(3.18, 1000) is None  # once: every run passes the plateau on its way down
+    message = watch.check(3.198, 1500)
+    assert "since update 1,000" in message and "--warmup-updates (now 800)" in message and "(3.1800)" in message
+    assert watch.check(3.18, 2000) is None  # told once
+    passing = PlateauWatch(3.18, warmup_updates=0, max_update=5000)
+    assert [passing.check(loss, update) for loss, update in ((3.19, 500), (3.15, 1000), (3.17, 1500), (2.9, 2000))] == [None] * 4
+    below = PlateauWatch(3.18, warmup_updates=0, max_update=5000)
+    assert below.check(3.158, 500) is None and below.check(3.158, 1000) is None
+    above = PlateauWatch(0.693, warmup_updates=0, max_update=5000, predicts="label")  # overfitting, or not learning yet
+    assert above.check(0.715, 500) is None and above.check(0.9, 1000) is None
+    short = PlateauWatch(0.693, warmup_updates=50, max_update=300, predicts="label")  # validates only at its end
+    message = short.check(0.69, 300)
+    assert "each label" in message and "ends training on it" in message
+    assert PlateauWatch(None, warmup_updates=0, max_update=10).check(3.18, 10) is None  # regression, no valid split
 
 
-def test_a_run_that_does_not_learn_is_told_once_and_one_that_does_is_not(corpus_dir, tmp_path, capsys):
+def test_a_language_models_plateau_is_counted_from_its_splits(corpus_dir):
+    run = TrainConfig(data=str(corpus_dir))
+    task = LanguageModelingTask(run)
+    tokenizer = task.build_tokenizer()
+    task.prepare(tokenizer, task.new_config({"tokens_per_sample": 16}, tokenizer))
+    train_text, valid_text = (corpus_dir / "train.txt").read_text(), (corpus_dir / "valid.txt").read_text()
+    counts, size = collections.Counter(train_text), len(tokenizer)
+    expected = -sum(math.log((counts[c] + 1) / (len(train_text) + size)) for c in valid_text[1:]) / (len(valid_text) - 1)
+    assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("glue_task", ["RTE", "STS-B"])
+def test_a_classifiers_plateau_is_its_label_frequencies_and_regression_has_none(tmp_path, glue_task):
+    directory = write_glue(tmp_path, glue_task, rows=40)
+    task = ClassificationTask(TrainConfig(task="classification", data=str(directory), bpe_vocab_size=300), log=lambda _: None)
+    tokenizer = task.build_tokenizer()
+    task.prepare(tokenizer, task.new_config({"tokens_per_sample": 64}, tokenizer))
+    if glue_task == "STS-B":
+        assert task.frequency_plateau is None
+        return
+    labels = lambda name: [line.split("\t")[-1] for line in (directory / name).read_text().splitlines()[1:]]
+    counts, dev = collections.Counter(labels("train.tsv")), labels("dev.tsv")
+    expected = -sum(math.log((counts[y] + 1) / (40 + 2)) for y in dev) / len(dev)
+    assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
+
+
+def test_a_run_on_text_with_nothing_beyond_frequencies_is_told_and_one_on_shakespeare_is_not(corpus_dir, tmp_path, capsys):
+    rng = random.Random(0)  # characters drawn independently: the frequency plateau is the best any model can do
+    iid = tmp_path / "iid"
+    iid.mkdir()
+    for name, size in (("train.txt", 20000), ("valid.txt", 2000), ("test.txt", 200)):
+        (iid / name).write_text("".join(rng.choices("abcde ", weights=[8, 4, 2, 1, 1, 4], k=size)))
     model = dict(decoder_layers=1, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
                  tokens_per_sample=16)
-    def run(name, lr):  # two validations past the earliest update that may warn
-        config = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / name), max_update=EARLIEST_UPDATE + 100,
-                             batch_size=4, warmup_updates=2, lr=lr, validate_interval_updates=100, max_valid_steps=4,
-                             no_progress_bar=True)
+
+    def run(data, name):
+        config = TrainConfig(data=str(data), save_dir=str(tmp_path / name), max_update=300, batch_size=8,
+                             warmup_updates=10, lr=3e-3, validate_interval_updates=100, no_progress_bar=True)
         train(config, model, lambda _: None)
         return capsys.readouterr().out
-    stuck = run("stuck", 1e-9)
-    assert stuck.count("is no better than predicting each token by its frequency") == 1
-    learning = run("learning", 3e-3)
-    assert "| valid at update" in learning and "frequency" not in learning
+
+    told = run(iid, "iid")
+    assert told.count("by its frequency in the training data") == 1, told
+    assert "| valid at update" in (quiet := run(corpus_dir, "shakespeare")) and "frequency" not in quiet, quiet

@@ -164,6 +164,14 @@ def test_lm_budget_keeps_each_corpus_and_budget_apart():
     assert line("_wikichar_u10000") == 1.25
 
 
+def test_each_lm_budget_run_records_the_budget_its_name_says():
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    from lm_budget import LONG, VARIANTS, max_update
+
+    for name, (_, _, flags) in VARIANTS.items():
+        assert max_update([*LONG, *flags]) == (10000 if name.endswith("_u10000") else 5000), name
+
+
 def test_results_md_judges_each_lm_corpus_against_its_own_baseline():
     """RESULTS.md gets a section per corpus and budget, and each one's full-depth row is judged against the baseline
     of that corpus and budget."""

@@ -43,7 +43,7 @@ from layerdrop.models import num_params
 from layerdrop.nn.stack import layers_run, model_drop_plan, model_smallest_plan, stacks
 from layerdrop.seeding import derive_seed
 from layerdrop.optim import learning_rate, make_optimizer, parse_betas
-from layerdrop.plateau import plateau_warning
+from layerdrop.plateau import PlateauWatch
 from layerdrop.run_lock import SaveDirLock
 from layerdrop.signals import StopSignal
 
@@ -476,7 +476,7 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     say = bar.write if world.is_main else (lambda _: None)
     parameters = list(model.parameters())
     update, lr, nonfinite_in_a_row, stopping = start_update, run.lr, 0, False
-    warned_plateau = False
+    plateau = PlateauWatch(task.frequency_plateau, run.warmup_updates, run.max_update, task.predicts)
     log_opened = open(log_path, "a", buffering=1) if world.is_main else contextlib.nullcontext(None)
     with StopSignal() as stop, log_opened as log_file:  # line-buffered: no torn lines
         weigh = weigher(world, lambda: stop.received is not None)
@@ -554,11 +554,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
                     say(f"| valid at update {update}: {_describe(valid)}")
                     if not math.isfinite(valid["loss"]):
                         raise diverged(update, f"the validation loss is {valid['loss']:g}")
-                    # Once: a run that stays on the plateau would repeat it at every validation.
-                    if not warned_plateau and (stuck := plateau_warning(valid["loss"], task.frequency_plateau, update,
-                                                                        run.warmup_updates, task.predicts)):
+                    if stuck := plateau.check(valid["loss"], update):
                         say(stuck)
-                        warned_plateau = True
                 for stack in stacks(model):
                     if stack.layerdrop.learned_gates and stack.layerdrop.active:
                         with torch.no_grad():

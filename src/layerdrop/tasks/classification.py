@@ -21,7 +21,7 @@ from layerdrop.data.glue import TASKS, Examples, GlueTask, check_directory, load
 from layerdrop.data.tokenizers import BPETokenizer, require_bpe
 from layerdrop.config import shorten
 from layerdrop.errors import UserError
-from layerdrop.plateau import frequency_entropy
+from layerdrop.plateau import frequency_loss
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 from layerdrop.pruning.units import without_requests
 from layerdrop.tasks.glue_metrics import glue_metrics, glue_score
@@ -154,8 +154,6 @@ class ClassificationTask:
         self.train_ids = encode_examples(tokenizer, self.train_examples, config)
         self.train_labels = label_ids(config, self.train_examples, "train.tsv")
         self.sampler = EpochSampler([len(ids) for ids in self.train_ids], self.run.batch_size, self.run.seed)
-        # The majority-class trap of small GLUE sets (RTE): a classifier that predicts the label frequencies.
-        self.frequency_plateau = None if config.regression_range else frequency_entropy(torch.tensor(self.train_labels))
         smallest = 4 if len(self.train_examples.texts[0]) == 2 else 3
         if config.tokens_per_sample < smallest:
             raise UserError(f"--tokens-per-sample: got {config.tokens_per_sample}; valid: at least {smallest} "
@@ -166,14 +164,19 @@ class ClassificationTask:
         if self.held_out is not None:
             self.valid.append((encode_examples(tokenizer, self.held_out, config),
                                label_ids(config, self.held_out, "train.tsv")))
-            return summary + f", validating on {len(self.held_out):,} held out of train.tsv (dev unseen)"
-        present = [name for name in self.glue.dev if (self.directory / name).is_file()]
-        for name in present:  # a broken dev file is an error, not "no dev"; MNLI may have only dev_matched
-            examples = read_examples(self.directory / name, self.glue)
-            report_skipped(examples, self.log)
-            self.valid.append((encode_examples(tokenizer, examples, config), label_ids(config, examples, examples.file.name)))
-        return summary + (f", {' + '.join(f'{len(v[0]):,}' for v in self.valid)} dev examples" if self.valid
-                          else f", no {' or '.join(self.glue.dev)}")
+            summary += f", validating on {len(self.held_out):,} held out of train.tsv (dev unseen)"
+        else:
+            present = [name for name in self.glue.dev if (self.directory / name).is_file()]
+            for name in present:  # a broken dev file is an error, not "no dev"; MNLI may have only dev_matched
+                examples = read_examples(self.directory / name, self.glue)
+                report_skipped(examples, self.log)
+                self.valid.append((encode_examples(tokenizer, examples, config), label_ids(config, examples, examples.file.name)))
+            summary += (f", {' + '.join(f'{len(v[0]):,}' for v in self.valid)} dev examples" if self.valid
+                        else f", no {' or '.join(self.glue.dev)}")
+        # The majority-class trap of small GLUE sets (RTE); validation's loss is the first set's (MNLI: matched).
+        self.frequency_plateau = None if config.regression_range is not None or not self.valid else frequency_loss(
+            torch.tensor(self.train_labels), torch.tensor(self.valid[0][1]), len(config.label_names))
+        return summary
 
     def train_batch(self, generator: torch.Generator, update: int) -> tuple[torch.Tensor, torch.Tensor]:
         indices = self.sampler.batch(update)

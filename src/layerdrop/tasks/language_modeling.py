@@ -11,7 +11,7 @@ from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import Tokenizer, build_tokenizer, encode_tensor
 from layerdrop.errors import UserError
 from layerdrop.evaluate import evaluate_lm
-from layerdrop.plateau import frequency_entropy
+from layerdrop.plateau import frequency_loss
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models import LM_MODEL_TYPE, TransformerLMConfig
 
@@ -39,11 +39,12 @@ class LanguageModelingTask:
         if self.train_tokens.numel() < self.context + 1:
             raise UserError(f"--data {self.corpus.source}: the train split has {self.train_tokens.numel()} tokens, fewer than "
                             f"--tokens-per-sample + 1 ({self.context + 1}); valid: a longer split or a smaller --tokens-per-sample")
-        self.frequency_plateau = frequency_entropy(self.train_tokens)
         valid = self.corpus.texts.get("valid")
         self.valid_tokens = encode_tensor(tokenizer, valid) if valid else None
         if self.valid_tokens is not None and self.valid_tokens.numel() < 2:
             raise UserError(f"--data {self.corpus.source}: the valid split has fewer than 2 tokens; valid: a longer split")
+        self.frequency_plateau = (None if self.valid_tokens is None else
+                                  frequency_loss(self.train_tokens, self.valid_tokens[1:], config.vocab_size))
         summary = f"{self.corpus.source}: {self.train_tokens.numel():,} train tokens"
         return summary + (f", {self.valid_tokens.numel():,} valid tokens" if self.valid_tokens is not None else ", no valid split")
 

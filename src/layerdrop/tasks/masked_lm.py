@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import require_bpe, SPECIALS, BPETokenizer
 from layerdrop.errors import UserError
-from layerdrop.plateau import frequency_entropy
+from layerdrop.plateau import frequency_loss
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.encoder import MODEL_TYPE, TransformerEncoderConfig, TransformerEncoderModel
 
@@ -74,10 +74,11 @@ class MaskedLMTask:
         if self.train_stream.numel() < self.block:
             raise UserError(f"--data {self.corpus.source}: the train split has {self.train_stream.numel()} tokens, fewer than "
                             f"--tokens-per-sample - 1 ({self.block})")
-        # Only regular tokens are ever masked, so only they are predicted.
-        self.frequency_plateau = frequency_entropy(self.train_stream[self.train_stream.ge(len(SPECIALS))])
         valid = self.corpus.texts.get("valid")
         self.valid_stream = self.stream(tokenizer, valid) if valid and valid.strip() else None
+        regular = lambda stream: stream[stream.ge(len(SPECIALS))]  # only these are ever masked, so predicted
+        self.frequency_plateau = (None if self.valid_stream is None or not regular(self.valid_stream).numel() else
+                                  frequency_loss(regular(self.train_stream), regular(self.valid_stream), config.vocab_size))
         summary = f"{self.corpus.source}: {self.train_stream.numel():,} train tokens"
         return summary + (f", {self.valid_stream.numel():,} valid tokens" if self.valid_stream is not None else ", no valid split")
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from layerdrop.data.batching import EpochSampler, pad_batch
 from layerdrop.data.parallel import load_parallel
 from layerdrop.data.tokenizers import require_bpe, BPETokenizer
-from layerdrop.plateau import frequency_entropy
+from layerdrop.plateau import flat_ids, frequency_loss
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.models.translation import MODEL_TYPE, TransformerTranslation, TransformerTranslationConfig
 
@@ -47,9 +47,9 @@ class TranslationTask:
         self.train_src, self.train_tgt = self.encode_pairs(tokenizer, config, "train")
         self.sampler = EpochSampler([len(s) + len(t) for s, t in zip(self.train_src, self.train_tgt)],
                                     self.run.batch_size, self.run.seed)
-        targets = [token for sentence in self.train_tgt for token in sentence] + [config.eos_id] * len(self.train_tgt)
-        self.frequency_plateau = frequency_entropy(torch.tensor(targets, dtype=torch.long))
         self.valid = self.encode_pairs(tokenizer, config, "valid") if "valid" in self.corpus.files else None
+        self.frequency_plateau = None if not self.valid else frequency_loss(  # every target, then </s>
+            flat_ids(self.train_tgt, config.eos_id), flat_ids(self.valid[1], config.eos_id), config.vocab_size)
         summary = (f"{self.corpus.source} {self.corpus.src_lang}->{self.corpus.tgt_lang}: {len(self.train_src):,} train pairs "
                    f"({self.sampler.per_epoch} batches per epoch)")
         return summary + (f", {len(self.valid[0]):,} valid pairs" if self.valid else ", no valid split")
