@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from layerdrop.plateau import PlateauWatch, flat_ids, frequency_loss
-from layerdrop.tasks import ClassificationTask, LanguageModelingTask
+from layerdrop.data.tokenizers import SPECIALS
+from layerdrop.tasks import ClassificationTask, LanguageModelingTask, MaskedLMTask, TranslationTask
 from layerdrop.train import TrainConfig, train
 
 from test_glue import write_glue
+from test_translation import write_toy_parallel
 
 
 def test_frequency_loss_is_the_validation_loss_of_predicting_by_training_frequency():
@@ -38,14 +40,42 @@ def test_told_once_after_two_validations_on_the_plateau_or_at_the_end():
     assert PlateauWatch(None, warmup_updates=0, max_update=10).check(3.18, 10) is None  # regression, no valid split
 
 
-def test_a_language_models_plateau_is_counted_from_its_splits(corpus_dir):
-    run = TrainConfig(data=str(corpus_dir))
-    task = LanguageModelingTask(run)
+@pytest.mark.parametrize("max_valid_steps", [None, 2])
+def test_a_language_models_plateau_is_counted_on_the_characters_validation_scores(corpus_dir, max_valid_steps):
+    task = LanguageModelingTask(TrainConfig(data=str(corpus_dir), batch_size=4, max_valid_steps=max_valid_steps))
     tokenizer = task.build_tokenizer()
     task.prepare(tokenizer, task.new_config({"tokens_per_sample": 16}, tokenizer))
     train_text, valid_text = (corpus_dir / "train.txt").read_text(), (corpus_dir / "valid.txt").read_text()
+    scored = valid_text[1:] if max_valid_steps is None else valid_text[1 : 1 + 2 * 4 * 16]  # the first 2 batches of 4 x 16
     counts, size = collections.Counter(train_text), len(tokenizer)
-    expected = -sum(math.log((counts[c] + 1) / (len(train_text) + size)) for c in valid_text[1:]) / (len(valid_text) - 1)
+    expected = -sum(math.log((counts[c] + 1) / (len(train_text) + size)) for c in scored) / len(scored)
+    assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
+
+
+def expected_frequency_loss(train_ids, scored_ids, size):
+    counts = collections.Counter(train_ids)
+    return -sum(math.log((counts[i] + 1) / (len(train_ids) + size)) for i in scored_ids) / len(scored_ids)
+
+
+def test_a_translation_plateau_counts_each_target_sentences_end(tmp_path):
+    task = TranslationTask(TrainConfig(task="translation", data=str(write_toy_parallel(tmp_path / "mt")),
+                                       tokenizer="bpe", bpe_vocab_size=300, batch_size=8, max_valid_steps=2))
+    tokenizer = task.build_tokenizer()
+    config = task.new_config({}, tokenizer)
+    task.prepare(tokenizer, config)
+    with_end = lambda sentences: [i for sentence in sentences for i in [*sentence, config.eos_id]]
+    expected = expected_frequency_loss(with_end(task.train_tgt), with_end(task.valid[1][:16]), config.vocab_size)
+    assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
+
+
+def test_a_masked_lms_plateau_counts_only_tokens_that_can_be_masked(corpus_dir):
+    task = MaskedLMTask(TrainConfig(task="masked_lm", data=str(corpus_dir), tokenizer="bpe", bpe_vocab_size=300))
+    tokenizer = task.build_tokenizer()
+    config = task.new_config({"tokens_per_sample": 32}, tokenizer)
+    task.prepare(tokenizer, config)
+    regular = lambda ids: [i for i in ids.tolist() if i >= len(SPECIALS)]  # <s>, </s>, <pad>, ... are never masked
+    scored = task.valid_stream[: task.valid_stream.numel() // 31 * 31]  # whole blocks of 31 (32 with <s>), as scored
+    expected = expected_frequency_loss(regular(task.train_stream), regular(scored), config.vocab_size)
     assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from layerdrop.data.batching import random_batch
+from layerdrop.data.batching import eval_batches, random_batch
 from layerdrop.data.corpus import load_corpus
 from layerdrop.data.tokenizers import Tokenizer, build_tokenizer, encode_tensor
 from layerdrop.errors import UserError
@@ -43,8 +43,12 @@ class LanguageModelingTask:
         self.valid_tokens = encode_tensor(tokenizer, valid) if valid else None
         if self.valid_tokens is not None and self.valid_tokens.numel() < 2:
             raise UserError(f"--data {self.corpus.source}: the valid split has fewer than 2 tokens; valid: a longer split")
-        self.frequency_plateau = (None if self.valid_tokens is None else
-                                  frequency_loss(self.train_tokens, self.valid_tokens[1:], config.vocab_size))
+        if self.valid_tokens is not None:  # the targets validation scores: with --max-valid-steps, the split's start
+            scored = eval_batches(self.valid_tokens, self.context, self.run.batch_size, self.run.max_valid_steps, "valid split")
+            self.frequency_plateau = frequency_loss(self.train_tokens, torch.cat([t.flatten() for _, t in scored]),
+                                                    config.vocab_size)
+        else:
+            self.frequency_plateau = None
         summary = f"{self.corpus.source}: {self.train_tokens.numel():,} train tokens"
         return summary + (f", {self.valid_tokens.numel():,} valid tokens" if self.valid_tokens is not None else ", no valid split")
 

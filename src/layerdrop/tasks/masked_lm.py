@@ -76,9 +76,13 @@ class MaskedLMTask:
                             f"--tokens-per-sample - 1 ({self.block})")
         valid = self.corpus.texts.get("valid")
         self.valid_stream = self.stream(tokenizer, valid) if valid and valid.strip() else None
-        regular = lambda stream: stream[stream.ge(len(SPECIALS))]  # only these are ever masked, so predicted
-        self.frequency_plateau = (None if self.valid_stream is None or not regular(self.valid_stream).numel() else
-                                  frequency_loss(regular(self.train_stream), regular(self.valid_stream), config.vocab_size))
+        self.frequency_plateau = None
+        if self.valid_stream is not None:  # over the blocks validation masks, and the tokens it may mask (regular ones)
+            starts = valid_starts(self.valid_stream, self.block, self.run.batch_size, self.run.max_valid_steps)
+            scored = self.blocks(self.valid_stream, starts)
+            regular = lambda ids: ids[ids.ge(len(SPECIALS))]
+            if regular(scored).numel():
+                self.frequency_plateau = frequency_loss(regular(self.train_stream), regular(scored), config.vocab_size)
         summary = f"{self.corpus.source}: {self.train_stream.numel():,} train tokens"
         return summary + (f", {self.valid_stream.numel():,} valid tokens" if self.valid_stream is not None else ", no valid split")
 
@@ -123,11 +127,9 @@ def evaluate_masked_lm(task: MaskedLMTask, model: TransformerEncoderModel, strea
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    starts = torch.arange(0, max(1, stream.numel() - task.block + 1), task.block)
+    starts = valid_starts(stream, task.block, batch_size, max_batches)
     total, count = 0.0, 0
-    for number, first in enumerate(range(0, len(starts), batch_size)):
-        if max_batches is not None and number >= max_batches:
-            break
+    for first in range(0, len(starts), batch_size):
         out = task.masked_outputs(model, task.mask(task.blocks(stream, starts[first : first + batch_size]), generator))
         loss, n = out.loss, out.tokens
         total += loss.item() * n
@@ -135,3 +137,9 @@ def evaluate_masked_lm(task: MaskedLMTask, model: TransformerEncoderModel, strea
     model.train(was_training)
     mean = total / max(count, 1)
     return {"loss": mean, "ppl": math.exp(min(mean, 700.0))}
+
+
+def valid_starts(stream: torch.Tensor, block: int, batch_size: int, max_batches: int | None) -> torch.Tensor:
+    """Where the blocks evaluation scores begin: contiguous blocks, the first ``max_batches`` batches of them."""
+    starts = torch.arange(0, max(1, stream.numel() - block + 1), block)
+    return starts if max_batches is None else starts[: max_batches * batch_size]

@@ -48,8 +48,9 @@ class TranslationTask:
         self.sampler = EpochSampler([len(s) + len(t) for s, t in zip(self.train_src, self.train_tgt)],
                                     self.run.batch_size, self.run.seed)
         self.valid = self.encode_pairs(tokenizer, config, "valid") if "valid" in self.corpus.files else None
-        self.frequency_plateau = None if not self.valid else frequency_loss(  # every target, then </s>
-            flat_ids(self.train_tgt, config.eos_id), flat_ids(self.valid[1], config.eos_id), config.vocab_size)
+        scored = None if not self.valid else self.valid[1][: self.valid_sentences()]  # every target, then </s>
+        self.frequency_plateau = None if not scored else frequency_loss(
+            flat_ids(self.train_tgt, config.eos_id), flat_ids(scored, config.eos_id), config.vocab_size)
         summary = (f"{self.corpus.source} {self.corpus.src_lang}->{self.corpus.tgt_lang}: {len(self.train_src):,} train pairs "
                    f"({self.sampler.per_epoch} batches per epoch)")
         return summary + (f", {len(self.valid[0]):,} valid pairs" if self.valid else ", no valid split")
@@ -74,6 +75,11 @@ class TranslationTask:
     def train_outputs(self, model: TransformerTranslation, batch, plan=None) -> TrainOutputs:
         return self.loss(model, *batch, self.run.label_smoothing, plan)
 
+    def valid_sentences(self) -> int:
+        """How many validation pairs validation scores: with --max-valid-steps, the first batches only."""
+        steps = self.run.max_valid_steps
+        return len(self.valid[0]) if steps is None else min(len(self.valid[0]), steps * self.run.batch_size)
+
     @torch.no_grad()
     def validate(self, model: TransformerTranslation) -> dict[str, float] | None:
         if not self.valid:
@@ -82,9 +88,7 @@ class TranslationTask:
         model.eval()
         total, tokens = 0.0, 0
         src_all, tgt_all = self.valid
-        for number, start in enumerate(range(0, len(src_all), self.run.batch_size)):
-            if self.run.max_valid_steps is not None and number >= self.run.max_valid_steps:
-                break
+        for start in range(0, self.valid_sentences(), self.run.batch_size):
             src, prev, target = self.batch(src_all[start : start + self.run.batch_size], tgt_all[start : start + self.run.batch_size])
             out = self.loss(model, src, prev, target, 0.0)
             total += out.loss.item() * out.tokens
