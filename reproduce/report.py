@@ -232,6 +232,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
 
 # lm_budget.py's runs on WikiText-2 read as characters (round fifteen): run-name suffix -> updates
 LM_WIKICHAR = {"_wikichar": "5,000", "_wikichar_u10000": "10,000"}
+LM_WIKICHAR_STUDY = {"_wikichar": "section 20.1", "_wikichar_u10000": "sections 20.2 and 21"}  # where each is discussed
 
 
 def lm_wikichar_section(data: dict[str, Any], suffix: str, updates: str) -> list[str]:
@@ -245,7 +246,7 @@ def lm_wikichar_section(data: dict[str, Any], suffix: str, updates: str) -> list
             f"are five), {updates} updates, with an 800-update learning-rate warmup. Validation loss (nats per "
             f"character, whole split, lower is better), checkpoint_last, pruned every other way "
             f"({seeds_per_model(study['per_seed'])}). The study behind it: docs/layerdrop_at_short_budgets.md, "
-            "section 20.", ""] + lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
+            f"{LM_WIKICHAR_STUDY[suffix]}.", ""] + lines_table(study["lines"], [8, 6, 4, 2], 3, study["std"]) + [""]
 
 
 GLUE_SOURCES = {"random": "random initialisation", "p0.0_u1000": "pretrained 1,000 updates",
