@@ -19,6 +19,8 @@ def test_frequency_loss_is_the_validation_loss_of_predicting_by_training_frequen
     assert math.isclose(frequency_loss(torch.tensor([0, 0, 1]), torch.tensor([0, 1]), 3), -(math.log(1 / 2) + math.log(1 / 3)) / 2)
     assert math.isclose(frequency_loss(torch.tensor([0]), torch.tensor([4]), 2), -math.log(1 / 6))  # unseen: finite
     assert flat_ids([[1, 2], [], [3]], extra=9).tolist() == [1, 2, 3, 9, 9, 9]
+    empty = torch.tensor([], dtype=torch.long)  # an empty dev file, a split with no maskable token
+    assert frequency_loss(empty, torch.tensor([1]), 2) is None and frequency_loss(torch.tensor([1]), empty, 2) is None
 
 
 def test_told_once_after_two_validations_on_the_plateau_or_at_the_end():

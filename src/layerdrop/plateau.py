@@ -15,9 +15,11 @@ import torch
 MARGIN = 0.02  # nats either side: a validation loss this close to the plateau counts as on it
 
 
-def frequency_loss(train_ids: torch.Tensor, valid_ids: torch.Tensor, size: int) -> float:
+def frequency_loss(train_ids: torch.Tensor, valid_ids: torch.Tensor, size: int) -> float | None:
     """Cross-entropy (nats) on ``valid_ids`` of predicting each id by its frequency in ``train_ids``, add-one
-    smoothed over ``size`` ids, so an id unseen in training costs a finite amount."""
+    smoothed over ``size`` ids, so an id unseen in training costs a finite amount; None where either is empty."""
+    if not train_ids.numel() or not valid_ids.numel():
+        return None
     size = max(size, int(train_ids.max()) + 1, int(valid_ids.max()) + 1)
     counts = torch.bincount(train_ids.flatten(), minlength=size).double() + 1
     return float(-(counts / counts.sum()).log()[valid_ids.flatten()].mean())

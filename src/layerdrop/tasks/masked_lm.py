@@ -81,8 +81,7 @@ class MaskedLMTask:
             starts = valid_starts(self.valid_stream, self.block, self.run.batch_size, self.run.max_valid_steps)
             scored = self.blocks(self.valid_stream, starts)
             regular = lambda ids: ids[ids.ge(len(SPECIALS))]
-            if regular(scored).numel():
-                self.frequency_plateau = frequency_loss(regular(self.train_stream), regular(scored), config.vocab_size)
+            self.frequency_plateau = frequency_loss(regular(self.train_stream), regular(scored), config.vocab_size)
         summary = f"{self.corpus.source}: {self.train_stream.numel():,} train tokens"
         return summary + (f", {self.valid_stream.numel():,} valid tokens" if self.valid_stream is not None else ", no valid split")
 
