@@ -3,7 +3,8 @@ data, whatever its input, has a validation loss any model passes on its way down
 short learning-rate warmup can stay there for thousands of updates (a BART-like LM on WikiText-2 characters sat
 at 3.18 nats for 3,100 updates with a 100-update warmup and left within 200 with 800:
 docs/layerdrop_at_short_budgets.md, section 20.1), and a classifier on a small GLUE set can end there (the
-study's RTE models score the majority class). Nothing else in the log says so: the loss is finite and flat, as a converged run's is."""
+study's RTE models score the majority class). Nothing else in the log says so: the loss is finite and flat, as
+a converged run's is."""
 
 from __future__ import annotations
 
