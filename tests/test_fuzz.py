@@ -101,6 +101,8 @@ SPECIFIC = {
     "run.json": {"a list": lambda p: p.write_text("[]")},
     "trainer_state.pt": {"update -1000": _trainer_state(update=-1000), "update a string": _trainer_state(update="x"),
                          "best loss NaN": _trainer_state(best_valid_loss=float("nan")),
+                         "plateau a list": _trainer_state(plateau=[1]),
+                         "plateau since a string": _trainer_state(plateau={"since": "x", "warned": False}),
                          "no optimizer": lambda p: torch.save({"update": 3}, p)},
 }
 CASES = [(name, kind, edit) for name in SPECIFIC for kind, edit in {**GENERIC, **SPECIFIC[name]}.items()]

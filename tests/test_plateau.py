@@ -105,8 +105,8 @@ def test_a_run_on_text_with_nothing_beyond_frequencies_is_told_and_one_on_shakes
     model = dict(decoder_layers=1, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2,
                  tokens_per_sample=16)
 
-    def run(data, name):
-        config = TrainConfig(data=str(data), save_dir=str(tmp_path / name), max_update=300, batch_size=8,
+    def run(data, name, max_update=300):
+        config = TrainConfig(data=str(data), save_dir=str(tmp_path / name), max_update=max_update, batch_size=8,
                              warmup_updates=10, lr=3e-3, validate_interval_updates=100, no_progress_bar=True)
         train(config, model, lambda _: None)
         return capsys.readouterr().out
@@ -114,3 +114,6 @@ def test_a_run_on_text_with_nothing_beyond_frequencies_is_told_and_one_on_shakes
     told = run(iid, "iid")
     assert told.count("by its frequency in the training data") == 1, told
     assert "| valid at update" in (quiet := run(corpus_dir, "shakespeare")) and "frequency" not in quiet, quiet
+    # Resumed for 200 more updates, still on the plateau: the warning was given, and the checkpoint remembers it.
+    resumed = run(iid, "iid", max_update=500)
+    assert resumed.startswith("| valid at update 400") and "valid at update 500" in resumed and "frequency" not in resumed, resumed

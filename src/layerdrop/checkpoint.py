@@ -293,6 +293,12 @@ def _load_trainer_state(path: Path, flag: str) -> dict[str, Any]:
         raise UserError(f"{flag}: {path} holds update {shorten(update)}; valid: an update number of 0 or more")
     if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or not math.isfinite(best)):
         raise UserError(f"{flag}: {path} holds best_valid_loss {shorten(best)}; valid: a finite number or none")
+    plateau = state.get("plateau", {})  # absent in checkpoints written before the plateau watch was saved
+    since = plateau.get("since") if isinstance(plateau, dict) else None
+    if (not isinstance(plateau, dict) or set(plateau) - {"since", "warned"} or not isinstance(plateau.get("warned", False), bool)
+            or since is not None and (isinstance(since, bool) or not isinstance(since, int))):
+        raise UserError(f"{flag}: {path} holds plateau {shorten(plateau)}; valid: since (an update or none) and warned "
+                        "(true or false)")
     return state
 
 

@@ -435,6 +435,9 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     run_json = {**dataclasses.asdict(run), "data": _resolved(run.data), "restore_file": _resolved(run.restore_file)}
 
     last_saved = start_update if trainer_state is not None and flag == "--save-dir" else None
+    # A resumed run keeps its watch: a warning given before the stop is not given again.
+    watched = trainer_state.get("plateau", {}) if trainer_state is not None and flag == "--save-dir" else {}
+    plateau = PlateauWatch(task.frequency_plateau, run.warmup_updates, run.max_update, task.predicts, **watched)
 
     def diverged(update: int, what: str) -> Diverged:
         kept = (f"{save_dir / 'checkpoint_last'} still holds update {last_saved}, the last finite state saved"
@@ -459,7 +462,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         weights, optimizer_state = full_model_state(model, sharded), full_optimizer_state(model, optimizer, sharded)
         if not world.is_main:  # every rank took part in gathering the shards; one writes them
             return
-        state = {"update": update, "optimizer": optimizer_state, "best_valid_loss": best_valid, "best_metric": best_metric}
+        state = {"update": update, "optimizer": optimizer_state, "best_valid_loss": best_valid, "best_metric": best_metric,
+                 "plateau": {"since": plateau.since, "warned": plateau.warned}}
         written = save_checkpoint(save_dir / "checkpoint_last", task.model_type, config, weights, tokenizer, state, run_json)
         if run.keep_interval_updates > 0 and valid_score is not None:
             publish_copy(written, save_dir / f"checkpoint_{update}")
@@ -476,7 +480,6 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     say = bar.write if world.is_main else (lambda _: None)
     parameters = list(model.parameters())
     update, lr, nonfinite_in_a_row, stopping = start_update, run.lr, 0, False
-    plateau = PlateauWatch(task.frequency_plateau, run.warmup_updates, run.max_update, task.predicts)
     log_opened = open(log_path, "a", buffering=1) if world.is_main else contextlib.nullcontext(None)
     with StopSignal() as stop, log_opened as log_file:  # line-buffered: no torn lines
         weigh = weigher(world, lambda: stop.received is not None)
