@@ -82,9 +82,11 @@ def test_a_masked_lms_plateau_counts_only_tokens_that_can_be_masked(corpus_dir):
 
 
 @pytest.mark.parametrize("glue_task", ["RTE", "STS-B"])
-def test_a_classifiers_plateau_is_its_label_frequencies_and_regression_has_none(tmp_path, glue_task):
+@pytest.mark.parametrize("max_valid_steps", [None, 2])
+def test_a_classifiers_plateau_is_its_label_frequencies_and_regression_has_none(tmp_path, glue_task, max_valid_steps):
     directory = write_glue(tmp_path, glue_task, rows=40)
-    task = ClassificationTask(TrainConfig(task="classification", data=str(directory), bpe_vocab_size=300), log=lambda _: None)
+    task = ClassificationTask(TrainConfig(task="classification", data=str(directory), bpe_vocab_size=300, batch_size=4,
+                                          max_valid_steps=max_valid_steps), log=lambda _: None)
     tokenizer = task.build_tokenizer()
     task.prepare(tokenizer, task.new_config({"tokens_per_sample": 64}, tokenizer))
     if glue_task == "STS-B":
@@ -92,6 +94,8 @@ def test_a_classifiers_plateau_is_its_label_frequencies_and_regression_has_none(
         return
     labels = lambda name: [line.split("\t")[-1] for line in (directory / name).read_text().splitlines()[1:]]
     counts, dev = collections.Counter(labels("train.tsv")), labels("dev.tsv")
+    dev = dev if max_valid_steps is None else dev[: 2 * 4]  # validation scores the first 2 batches of 4, as eval does
+    assert [len(ids) for ids, _ in task.valid] == [len(dev)] * len(task.valid)
     expected = -sum(math.log((counts[y] + 1) / (40 + 2)) for y in dev) / len(dev)
     assert math.isclose(task.frequency_plateau, expected, rel_tol=1e-9)
 
