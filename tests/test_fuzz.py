@@ -103,6 +103,7 @@ SPECIFIC = {
                          "best loss NaN": _trainer_state(best_valid_loss=float("nan")),
                          "plateau a list": _trainer_state(plateau=[1]),
                          "plateau since a string": _trainer_state(plateau={"since": "x", "warned": False}),
+                         "plateau since after the update": _trainer_state(plateau={"since": 10**6, "warned": False}),
                          "no optimizer": lambda p: torch.save({"update": 3}, p)},
 }
 CASES = [(name, kind, edit) for name in SPECIFIC for kind, edit in {**GENERIC, **SPECIFIC[name]}.items()]

@@ -40,6 +40,8 @@ def test_told_once_after_two_validations_on_the_plateau_or_at_the_end():
     message = short.check(0.69, 300)
     assert "each label" in message and "ends training on it" in message
     assert PlateauWatch(None, warmup_updates=0, max_update=10).check(3.18, 10) is None  # regression, no valid split
+    resumed = PlateauWatch(3.18, warmup_updates=800, max_update=5000, since=1000)  # a stay begun before a stop
+    assert "since update 1,000" in resumed.check(3.18, 1500)
 
 
 @pytest.mark.parametrize("max_valid_steps", [None, 2])

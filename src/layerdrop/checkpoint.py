@@ -296,9 +296,9 @@ def _load_trainer_state(path: Path, flag: str) -> dict[str, Any]:
     plateau = state.get("plateau", {})  # absent in checkpoints written before the plateau watch was saved
     since = plateau.get("since") if isinstance(plateau, dict) else None
     if (not isinstance(plateau, dict) or set(plateau) - {"since", "warned"} or not isinstance(plateau.get("warned", False), bool)
-            or since is not None and (isinstance(since, bool) or not isinstance(since, int))):
-        raise UserError(f"{flag}: {path} holds plateau {shorten(plateau)}; valid: since (an update or none) and warned "
-                        "(true or false)")
+            or since is not None and (isinstance(since, bool) or not isinstance(since, int) or not 0 < since <= update)):
+        raise UserError(f"{flag}: {path} holds plateau {shorten(plateau)}; valid: since (an update from 1 to {update}, "
+                        "or none) and warned (true or false)")
     return state
 
 

@@ -177,7 +177,7 @@ class ClassificationTask:
             keep = self.run.max_valid_steps * self.run.batch_size
             if any(len(ids) > keep for ids, _ in self.valid):
                 self.valid = [(ids[:keep], labels[:keep]) for ids, labels in self.valid]
-                summary += f" (scoring the first {keep:,} of each: --max-valid-steps)"
+                summary += f"; scoring the first {keep:,} of {'each' if len(self.valid) > 1 else 'them'} (--max-valid-steps)"
         # The majority-class trap of small GLUE sets (RTE); validation's loss is the first set's (MNLI: matched).
         self.frequency_plateau = None if config.regression_range is not None or not self.valid else frequency_loss(
             torch.tensor(self.train_labels), torch.tensor(self.valid[0][1]), len(config.label_names))
