@@ -232,7 +232,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
 
 # lm_budget.py's runs on WikiText-2 read as characters (round fifteen): run-name suffix -> updates
 LM_WIKICHAR = {"_wikichar": "5,000", "_wikichar_u10000": "10,000"}
-LM_WIKICHAR_STUDY = {"_wikichar": "section 20.1", "_wikichar_u10000": "sections 20.2 and 21"}  # where each is discussed
+LM_WIKICHAR_STUDY = {"_wikichar": "section 20.1", "_wikichar_u10000": "sections 20.2, 21 and 22"}  # where each is discussed
 
 
 def lm_wikichar_section(data: dict[str, Any], suffix: str, updates: str) -> list[str]:
