@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -198,9 +199,20 @@ def train_variants(names: list[str], variants: dict, result: Path, run_one: Call
     published = json.loads(result.read_text()).get("runs", {}) if result.exists() else {}
     if done := [n for n in names if n in published]:
         print(f"already in {result.name}: {', '.join(done)}", flush=True)
+    failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_one, name): name for name in names if name not in published}
         for future in as_completed(futures):
-            name, record = futures[future], future.result()
+            name = futures[future]
+            try:
+                record = future.result()
+            except (subprocess.CalledProcessError, OSError, ValueError) as error:
+                # One failed run must not cost the others their records: they are merged as they finish.
+                failed.append(name)
+                print(f"{name}: failed ({error}); its log is under runs/", flush=True)
+                continue
             merge_json(result, lambda data: add_run(data, name, record))
             print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in record.items() if k not in ("command", "flags")), flush=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(futures)} runs failed: {', '.join(failed)} (rerun the same command: "
+                         "runs already recorded are read back, not trained again)")

@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from layerdrop.distill import distill_backward, distillation_loss
+from layerdrop.distill import distill_backward, distillation_loss, sandwich_turn
 from layerdrop.nn.structured import FULL, SKIPPED
 from layerdrop.tasks.outputs import TrainOutputs
 from layerdrop.nn.drop_plan import kept_layers
@@ -167,6 +167,34 @@ def test_training_with_the_sandwich_rule_logs_the_smallest_pass(corpus_dir, tmp_
                       r"times a baseline update's decoder layers, not counting the sandwich pass", out)
     assert found and 1 < float(found[2]) <= 2
     assert float(found[2]) == pytest.approx(2 - float(found[1]) / 100, abs=0.006)
+
+
+def test_a_sandwich_share_spreads_the_pass_evenly_over_updates():
+    assert all(sandwich_turn(u, 1.0) for u in range(50))
+    assert [u for u in range(8) if sandwich_turn(u, 0.5)] == [1, 3, 5, 7]
+    assert [u for u in range(12) if sandwich_turn(u, 0.25)] == [3, 7, 11]
+    for share in (0.1, 0.3, 0.5, 0.7):  # the share exactly, at any length of run
+        assert sum(sandwich_turn(u, share) for u in range(10_000)) == round(10_000 * share)
+
+
+def test_training_with_a_sandwich_share_runs_the_pass_on_that_share(corpus_dir, tmp_path, capsys):
+    run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "s"), max_update=8, batch_size=4, warmup_updates=2,
+                      validate_interval_updates=4, max_valid_steps=2, no_progress_bar=True, layerdrop_distill=True,
+                      layerdrop_sandwich=True, layerdrop_sandwich_share=0.5)
+    train(run, SERVED)
+    log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in log if "distill_smallest" in r] == [2, 4, 6, 8]  # 1-based in the log
+    assert "smallest served depth (2) on 50% of updates (sandwich rule)" in capsys.readouterr().out
+
+
+def test_a_sandwich_share_is_checked(corpus_dir, tmp_path):
+    for share in (0.0, 1.5, -0.5):
+        with pytest.raises(UserError, match=r"--layerdrop-sandwich-share: got .*; valid: a number in \(0, 1\]"):
+            TrainConfig(layerdrop_sandwich_share=share).validate()
+    run = TrainConfig(data=str(corpus_dir), save_dir=str(tmp_path / "n"), max_update=2, batch_size=4,
+                      no_progress_bar=True, layerdrop_distill=True, layerdrop_sandwich_share=0.5)
+    with pytest.raises(UserError, match="--layerdrop-sandwich-share: got 0.5 without --layerdrop-sandwich"):
+        train(run, SERVED)
 
 
 def test_the_skipped_share_is_said_of_the_pass_it_applies_to():

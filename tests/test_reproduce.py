@@ -40,6 +40,25 @@ def test_results_merged_by_two_processes_at_once_keep_both(tmp_path):
     assert set(json.loads(path.read_text())) == {f"{name}{i}" for name in "ab" for i in range(200)}
 
 
+def test_one_failed_run_does_not_cost_the_others_their_records(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "reproduce"))
+    import json
+    import pytest
+    from study import train_variants
+
+    def run_one(name):
+        if name == "bad":
+            raise subprocess.CalledProcessError(1, ["layerdrop", "train"])
+        return {"seed": 1, "loss": 1.5}
+
+    result = tmp_path / "results.json"
+    add_run = lambda data, name, record: data.setdefault("runs", {}).update({name: record})
+    with pytest.raises(SystemExit, match="1 of 3 runs failed: bad"):
+        train_variants(["good", "bad", "also"], {"good": 0, "bad": 0, "also": 0}, result, run_one, add_run, workers=2)
+    assert set(json.loads(result.read_text())["runs"]) == {"good", "also"}
+    assert "bad: failed" in capsys.readouterr().out
+
+
 def test_translation_budget_claims_read_every_seed():
     """The 2,100-update claims average the seeds and stay "not established" unless every seed agrees."""
     sys.path.insert(0, str(ROOT / "reproduce"))

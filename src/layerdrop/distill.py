@@ -14,11 +14,14 @@ held at a time.
 With ``--layerdrop-sandwich`` a third pass trains the smallest served depth towards the full depth too, on
 every update whose draw did not already run it: slimmable networks' sandwich rule (the largest and the
 smallest sub-network every update, plus sampled ones between), so the depth that has the most to learn is
-trained on every batch instead of on the share of draws rounded to it.
+trained on every batch instead of on the share of draws rounded to it. ``--layerdrop-sandwich-share`` runs that
+pass on a share of updates only, between the two ends of its trade (it lifts the smallest depth and costs the
+others).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +37,12 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
         return student_logits.sum() * 0.0
     return F.kl_div(F.log_softmax(student_logits.float(), dim=-1), F.log_softmax(teacher_logits.detach().float(), dim=-1),
                     log_target=True, reduction="batchmean")
+
+
+def sandwich_turn(update: int, share: float) -> bool:
+    """Whether the sandwich pass runs at ``update`` (0-based) when it runs on ``share`` of updates: spread evenly and
+    decided by the update alone, so every rank and every resumed run agree (0.5: updates 1, 3, 5, ...)."""
+    return math.floor((update + 1) * share + 1e-9) > math.floor(update * share + 1e-9)
 
 
 def distill_backward(forward: Callable[[dict | None], TrainOutputs], plan: dict,

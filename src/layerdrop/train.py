@@ -31,7 +31,7 @@ from layerdrop.checkpoint import (
 )
 from layerdrop.config import MAX_UPDATES, check_finite, flag_name, option, shorten
 from layerdrop.data.corpus import parse_fractions
-from layerdrop.distill import distill_backward
+from layerdrop.distill import distill_backward, sandwich_turn
 from layerdrop.distributed import World, all_sum, average_buffers, average_gradients, barrier, shard, weigher
 from layerdrop.parallelize import (
     AMP_DTYPES, autocast, compile_layers, full_model_state, full_optimizer_state, is_sharded, load_full_optimizer_state,
@@ -95,6 +95,8 @@ class TrainConfig:
     layerdrop_sandwich: bool = option(False, "with --layerdrop-distill and --layerdrop-depths: each update also trains the "
                                              "smallest served depth towards the full depth (slimmable networks' sandwich "
                                              "rule), unless its draw already ran it; from the end of the rate warmup")
+    layerdrop_sandwich_share: float = option(1.0, "with --layerdrop-sandwich: the share of updates that run the sandwich "
+                                                  "pass, spread evenly over them (0.5: every other update; 1: every update)")
     compile: bool = option(False, "torch.compile each layer (LayerDrop decisions stay outside the compiled graphs: "
                                   "a new plan never recompiles)")
     amp: str | None = option(None, "autocast the training forward pass: bf16 (weights and optimizer state stay float32)")
@@ -132,6 +134,8 @@ class TrainConfig:
                             f"{self.task}")
         if not 0 < self.mask_prob < 1:
             raise UserError(f"--mask-prob: got {self.mask_prob}; valid: a number in (0, 1)")
+        if not 0 < self.layerdrop_sandwich_share <= 1:
+            raise UserError(f"--layerdrop-sandwich-share: got {self.layerdrop_sandwich_share}; valid: a number in (0, 1]")
         if not 0 <= self.label_smoothing < 1:
             raise UserError(f"--label-smoothing: got {self.label_smoothing}; valid: a number in [0, 1)")
         if self.max_valid_steps is not None and self.max_valid_steps < 1:
@@ -231,6 +235,9 @@ def _describe(metrics: dict[str, float]) -> str:
 def check_distill(run: TrainConfig, config: Any, model: torch.nn.Module) -> None:
     """--layerdrop-distill needs a sub-network to distil into and logits to compare; --layerdrop-sandwich needs
     --layerdrop-distill and served depths."""
+    if run.layerdrop_sandwich_share != 1 and not run.layerdrop_sandwich:
+        raise UserError(f"--layerdrop-sandwich-share: got {run.layerdrop_sandwich_share} without --layerdrop-sandwich "
+                        "(the share of updates that run its pass); valid: add --layerdrop-sandwich, or leave the share out")
     if run.layerdrop_sandwich and not run.layerdrop_distill:
         raise UserError("--layerdrop-sandwich: needs --layerdrop-distill (the smallest depth learns from the full "
                         "depth's predictions); got it without")
@@ -258,7 +265,8 @@ def with_default_gamma(config: Any, max_update: int) -> Any:
     return config
 
 
-def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, sandwich: bool = False) -> list[str]:
+def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, sandwich: bool = False,
+                       sandwich_share: float = 1.0) -> list[str]:
     """One line per stack with LayerDrop: its settings and the expected share of its computation skipped."""
     lines = []
     for stack in stacks(model):
@@ -275,8 +283,9 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (f", {drop.sampling} sampling" if drop.sampling != "per-layer" else "")
             + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
-            + (f", and the smallest served depth ({stack.smallest_served_depth()}) every update"
-               f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
+            + (f", and the smallest served depth ({stack.smallest_served_depth()}) "
+               + ("every update" if sandwich_share == 1 else f"on {sandwich_share:.0%} of updates")
+               + f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
                if cut_by_sandwich else "")
             + skipped_phrase(stack.name, stack.expected_skipped(max_update), distill, cut_by_sandwich))
     return lines
@@ -416,7 +425,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
     log(f"| model: {model_name}, vocab {config.vocab_size} ({tokenizer.kind})")
     log(f"num. model params: {model_params}")
     check_distill(run, config, model)
-    for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill, run.layerdrop_sandwich):
+    for line in describe_layerdrop(model, run.max_update, run.layerdrop_distill, run.layerdrop_sandwich,
+                                   run.layerdrop_sandwich_share):
         log(line)
     log(f"| data: {data_summary}")
 
@@ -486,7 +496,8 @@ def _train(run: TrainConfig, model_args: dict[str, Any], log: Callable[[str], No
         while update < run.max_update:
             started = time.perf_counter()
             plan = model_drop_plan(model, run.seed, update)  # the same on every rank and on every rerun
-            smallest = model_smallest_plan(model, update) if run.layerdrop_sandwich else None
+            smallest = (model_smallest_plan(model, update)
+                        if run.layerdrop_sandwich and sandwich_turn(update, run.layerdrop_sandwich_share) else None)
             # Dropout masks differ between ranks (rank 0 draws what one process would).
             torch.manual_seed(derive_seed(run.seed, update, _DROPOUT_STREAM, *([world.rank] if world.rank else [])))
             batch_rng = torch.Generator().manual_seed(derive_seed(run.seed, update, _BATCH_STREAM))
