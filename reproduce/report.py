@@ -132,6 +132,7 @@ SERVED_UP = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4
 SERVED_LATE = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 4,2 after the rate warmup"
 SERVED_642 = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 after the rate warmup"
 SANDWICH = SERVED_642 + ", sandwich rule"  # SERVED_642 with --layerdrop-sandwich
+SANDWICH_HALF = SANDWICH + " on every other update"  # SANDWICH with --layerdrop-sandwich-share 0.5
 SANDWICH_UP = ("LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 rounded up, "
                "sandwich rule")  # SANDWICH with the counts rounded up
 SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
@@ -187,6 +188,7 @@ LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": 
                     "p0.5_warmup800_distill_served642late_bartlike": SERVED_642,
                     "p0.5_warmup800_distill_served642late_sandwich_bartlike": SANDWICH,
                     "p0.5_warmup800_distill_served642up_sandwich_bartlike": SANDWICH_UP,
+                    "p0.5_warmup800_distill_served642late_sandwich50_bartlike": SANDWICH_HALF,
                     **{f"scratch{depth}_bartlike": "trained from scratch at that depth" for depth in (6, 4, 2)}}
 
 
@@ -232,7 +234,7 @@ def lm_budget_section(data: dict[str, Any]) -> list[str]:
 
 # lm_budget.py's runs on WikiText-2 read as characters (round fifteen): run-name suffix -> updates
 LM_WIKICHAR = {"_wikichar": "5,000", "_wikichar_u10000": "10,000"}
-LM_WIKICHAR_STUDY = {"_wikichar": "section 20.1", "_wikichar_u10000": "sections 20.2, 21 and 22"}  # where each is discussed
+LM_WIKICHAR_STUDY = {"_wikichar": "section 20.1", "_wikichar_u10000": "sections 20.2, 21, 22 and 23"}  # where each is discussed
 
 
 def lm_wikichar_section(data: dict[str, Any], suffix: str, updates: str) -> list[str]:
