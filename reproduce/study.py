@@ -187,6 +187,11 @@ def plot_lines(lines: dict[str, dict[str, float]], ylabel: str, title: str, path
     return path.name
 
 
+def shorten_error(error: Exception, limit: int = 200) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def train_variants(names: list[str], variants: dict, result: Path, run_one: Callable[[str], dict],
                    add_run: Callable[[dict, str, dict], None], workers: int) -> None:
     """Train and score the named variants ``workers`` at a time, merging each record into ``result`` as soon
@@ -209,7 +214,9 @@ def train_variants(names: list[str], variants: dict, result: Path, run_one: Call
             except (subprocess.CalledProcessError, OSError, ValueError) as error:
                 # One failed run must not cost the others their records: they are merged as they finish.
                 failed.append(name)
-                print(f"{name}: failed ({error}); its log is under runs/", flush=True)
+                reason = (f"exit status {error.returncode}" if isinstance(error, subprocess.CalledProcessError)
+                          else shorten_error(error))
+                print(f"{name}: failed ({reason}); its log is under runs/", flush=True)
                 continue
             merge_json(result, lambda data: add_run(data, name, record))
             print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in record.items() if k not in ("command", "flags")), flush=True)

@@ -56,7 +56,7 @@ def test_one_failed_run_does_not_cost_the_others_their_records(tmp_path, capsys)
     with pytest.raises(SystemExit, match="1 of 3 runs failed: bad"):
         train_variants(["good", "bad", "also"], {"good": 0, "bad": 0, "also": 0}, result, run_one, add_run, workers=2)
     assert set(json.loads(result.read_text())["runs"]) == {"good", "also"}
-    assert "bad: failed" in capsys.readouterr().out
+    assert "bad: failed (exit status 1)" in capsys.readouterr().out
 
 
 def test_translation_budget_claims_read_every_seed():
