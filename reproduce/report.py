@@ -133,6 +133,7 @@ SERVED_LATE = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths
 SERVED_642 = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 after the rate warmup"
 SANDWICH = SERVED_642 + ", sandwich rule"  # SERVED_642 with --layerdrop-sandwich
 SANDWICH_HALF = SANDWICH + " on every other update"  # SANDWICH with --layerdrop-sandwich-share 0.5
+SANDWICH_3Q = SANDWICH + " on three updates in four"  # SANDWICH with --layerdrop-sandwich-share 0.75
 SANDWICH_UP = ("LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 6,4,2 rounded up, "
                "sandwich rule")  # SANDWICH with the counts rounded up
 SERVED_MT = "LayerDrop p=0.5, distillation, evenly-spaced draws, served depths 3,2,1"  # EVENLY with --layerdrop-depths 3,2,1
@@ -189,6 +190,7 @@ LM_BUDGET_MODELS = {"p0.0_bartlike": "baseline p=0", "p0.2_warmup800_bartlike": 
                     "p0.5_warmup800_distill_served642late_sandwich_bartlike": SANDWICH,
                     "p0.5_warmup800_distill_served642up_sandwich_bartlike": SANDWICH_UP,
                     "p0.5_warmup800_distill_served642late_sandwich50_bartlike": SANDWICH_HALF,
+                    "p0.5_warmup800_distill_served642late_sandwich75_bartlike": SANDWICH_3Q,
                     **{f"scratch{depth}_bartlike": "trained from scratch at that depth" for depth in (6, 4, 2)}}
 
 

@@ -187,9 +187,12 @@ def plot_lines(lines: dict[str, dict[str, float]], ylabel: str, title: str, path
     return path.name
 
 
-def shorten_error(error: Exception, limit: int = 200) -> str:
-    text = f"{type(error).__name__}: {error}"
+def shorten(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shorten_error(error: Exception) -> str:
+    return shorten(f"{type(error).__name__}: {error}")
 
 
 def train_variants(names: list[str], variants: dict, result: Path, run_one: Callable[[str], dict],
@@ -214,8 +217,10 @@ def train_variants(names: list[str], variants: dict, result: Path, run_one: Call
             except (subprocess.CalledProcessError, OSError, ValueError) as error:
                 # One failed run must not cost the others their records: they are merged as they finish.
                 failed.append(name)
-                reason = (f"exit status {error.returncode}" if isinstance(error, subprocess.CalledProcessError)
-                          else shorten_error(error))
+                reason = shorten_error(error)
+                if isinstance(error, subprocess.CalledProcessError):  # a captured stderr (an eval) ends with the cause
+                    last = (error.stderr or "").strip().splitlines()[-1:] if isinstance(error.stderr, str) else []
+                    reason = f"exit status {error.returncode}" + (f": {shorten(last[0])}" if last else "")
                 print(f"{name}: failed ({reason}); its log is under runs/", flush=True)
                 continue
             merge_json(result, lambda data: add_run(data, name, record))

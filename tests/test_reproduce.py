@@ -49,14 +49,19 @@ def test_one_failed_run_does_not_cost_the_others_their_records(tmp_path, capsys)
     def run_one(name):
         if name == "bad":
             raise subprocess.CalledProcessError(1, ["layerdrop", "train"])
+        if name == "eval":
+            raise subprocess.CalledProcessError(2, ["layerdrop", "eval"], stderr="warming up\nlayerdrop eval: error: --path: no checkpoint\n")
         return {"seed": 1, "loss": 1.5}
 
     result = tmp_path / "results.json"
     add_run = lambda data, name, record: data.setdefault("runs", {}).update({name: record})
-    with pytest.raises(SystemExit, match="1 of 3 runs failed: bad"):
-        train_variants(["good", "bad", "also"], {"good": 0, "bad": 0, "also": 0}, result, run_one, add_run, workers=2)
+    with pytest.raises(SystemExit, match="2 of 4 runs failed: "):
+        train_variants(["good", "bad", "also", "eval"], dict.fromkeys(["good", "bad", "also", "eval"], 0), result,
+                       run_one, add_run, workers=2)
     assert set(json.loads(result.read_text())["runs"]) == {"good", "also"}
-    assert "bad: failed (exit status 1)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bad: failed (exit status 1); its log" in out
+    assert "eval: failed (exit status 2: layerdrop eval: error: --path: no checkpoint)" in out
 
 
 def test_translation_budget_claims_read_every_seed():

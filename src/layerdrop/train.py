@@ -284,7 +284,7 @@ def describe_layerdrop(model: torch.nn.Module, max_update: int, distill: bool, s
             + (f" (served depths {', '.join(map(str, drop.depths))}, counts rounded {drop.depths_round.replace('-', ' ')})" if drop.depths else "")
             + (", with in-place distillation (the full depth also runs every update)" if distill else "")
             + (f", and the smallest served depth ({stack.smallest_served_depth()}) "
-               + ("every update" if sandwich_share == 1 else f"on {sandwich_share:.0%} of updates")
+               + ("every update" if sandwich_share == 1 else f"on {sandwich_share * 100:g}% of updates")
                + f"{' after the rate warmup' if drop.warmup else ''} (sandwich rule)"
                if cut_by_sandwich else "")
             + skipped_phrase(stack.name, stack.expected_skipped(max_update), distill, cut_by_sandwich))
