@@ -15,7 +15,7 @@ from layerdrop.nn.stack import model_drop_plan, model_smallest_plan
 from layerdrop.nn.schedules import expected_skipped, layer_rates
 from layerdrop.tasks.language_modeling import LanguageModelingTask
 from layerdrop.errors import UserError
-from layerdrop.train import TrainConfig, skipped_phrase, train
+from layerdrop.train import TrainConfig, describe_layerdrop, skipped_phrase, train
 
 from conftest import TINY_TRAIN, run_cli, tiny_model
 
@@ -185,6 +185,14 @@ def test_training_with_a_sandwich_share_runs_the_pass_on_that_share(corpus_dir, 
     log = [json.loads(line) for line in (tmp_path / "s" / "train_log.jsonl").read_text().splitlines()]
     assert [r["update"] for r in log if "distill_smallest" in r] == [2, 4, 6, 8]  # 1-based in the log
     assert "smallest served depth (2) on 50% of updates (sandwich rule)" in capsys.readouterr().out
+
+
+def test_the_summary_line_says_the_sandwich_share_unrounded():
+    model = tiny_model(**SERVED, vocab_size=66)
+    line = lambda share: describe_layerdrop(model, 100, distill=True, sandwich=True, sandwich_share=share)[0]
+    assert "smallest served depth (2) every update (sandwich rule)" in line(1.0)
+    assert "smallest served depth (2) on 75% of updates (sandwich rule)" in line(0.75)
+    assert "on 99.9% of updates" in line(0.999) and "on 0.4% of updates" in line(0.004)
 
 
 def test_a_sandwich_share_is_checked(corpus_dir, tmp_path):
