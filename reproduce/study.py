@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from textwrap import shorten
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,14 +188,6 @@ def plot_lines(lines: dict[str, dict[str, float]], ylabel: str, title: str, path
     return path.name
 
 
-def shorten(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def shorten_error(error: Exception) -> str:
-    return shorten(f"{type(error).__name__}: {error}")
-
-
 def train_variants(names: list[str], variants: dict, result: Path, run_one: Callable[[str], dict],
                    add_run: Callable[[dict, str, dict], None], workers: int) -> None:
     """Train and score the named variants ``workers`` at a time, merging each record into ``result`` as soon
@@ -217,10 +210,10 @@ def train_variants(names: list[str], variants: dict, result: Path, run_one: Call
             except (subprocess.CalledProcessError, OSError, ValueError) as error:
                 # One failed run must not cost the others their records: they are merged as they finish.
                 failed.append(name)
-                reason = shorten_error(error)
+                reason = shorten(f"{type(error).__name__}: {error}", 200)
                 if isinstance(error, subprocess.CalledProcessError):  # a captured stderr (an eval) ends with the cause
                     last = (error.stderr or "").strip().splitlines()[-1:] if isinstance(error.stderr, str) else []
-                    reason = f"exit status {error.returncode}" + (f": {shorten(last[0])}" if last else "")
+                    reason = f"exit status {error.returncode}" + (f": {shorten(last[0], 200)}" if last else "")
                 print(f"{name}: failed ({reason}); its log is under runs/", flush=True)
                 continue
             merge_json(result, lambda data: add_run(data, name, record))
